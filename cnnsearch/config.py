@@ -1,0 +1,145 @@
+"""The training configuration: one frozen, validated dataclass.
+
+Every run, whether from the CLI, a test or a Ray Tune trial, is described by a `TrainConfig`.
+Ray's config dict is converted once, with `TrainConfig.from_dict`, which rejects unknown keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+__all__ = ["TrainConfig", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_OPTION_KEYS"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
+LR_SCHEDULES = ("none", "exponential", "step", "cosine")
+# Config keys forwarded to `build_model` as options (None = the family's default).
+MODEL_OPTION_KEYS = ("stem_kernel", "stem_bn", "dropout", "blocks_per_stage", "width")
+
+# Input geometry per data set name, used only to validate model options before data is loaded.
+_GEOMETRY = {"mnist": (1, 28, 10)}
+_DEFAULT_GEOMETRY = (3, 32, 10)  # (in_channels, image_size, num_classes)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are report E's baseline (ResNet-18, Adam 1e-3, batch 512, 30 epochs,
+    lr x0.9 per epoch)."""
+
+    # Model: a registry name and the options it takes (None = the family's default).
+    model: str = "resnet18"
+    stem_kernel: int | None = None
+    stem_bn: bool | None = None
+    dropout: float | None = None
+    blocks_per_stage: tuple[int, ...] | None = None
+    width: float | None = None
+    # Data.
+    dataset: str = "cifar10"
+    val_size: int = 5000  # images carved from train (stratified) for validation
+    split_seed: int = 0  # fixed across seeds, so repeats differ only in training randomness
+    train_subset: int | None = None  # images per class kept for training; None = all
+    augment: bool | None = None  # None = the data set's default (crop+flip for CIFAR, none for MNIST)
+    # Optimisation.
+    batch_size: int = 512
+    epochs: int = 30
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    lr_schedule: str = "exponential"
+    lr_decay: float = 0.9  # per-epoch factor for `exponential`, factor per `step_size` epochs for `step`
+    step_size: int = 10  # epochs between decays for `step`
+    label_smoothing: float = 0.0
+    seed: int = 0
+    # Execution: where and how fast, never what is learned (except bf16's rounding).
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    bf16: bool | None = None  # bf16 autocast; None = on for CUDA, off for CPU
+    channels_last: bool | None = None  # None = on for CUDA, off for CPU
+    compile: bool = False  # torch.compile the model
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.blocks_per_stage is not None and not isinstance(self.blocks_per_stage, tuple):
+            object.__setattr__(self, "blocks_per_stage", tuple(self.blocks_per_stage))
+        for name, kind in (("batch_size", int), ("epochs", int), ("val_size", int), ("step_size", int),
+                           ("seed", int), ("split_seed", int), ("eval_batch_size", int)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        _positive(self, "batch_size", "epochs", "val_size", "step_size", "eval_batch_size")
+        if self.seed < 0 or self.split_seed < 0:
+            raise ValueError("seed and split_seed must be >= 0")
+        if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
+            raise ValueError(f"train_subset must be a positive number of images per class or null, got {self.train_subset!r}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _finite(self, "lr", "momentum", "weight_decay", "lr_decay", "label_smoothing")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1] (1.0 = no decay), got {self.lr_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ValueError("dataset must be a name such as cifar10, cifar100, mnist or imagefolder:PATH")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Build the model on the meta device: catches unknown names, options and values the
+        family cannot take, without allocating memory."""
+        import torch
+
+        from .models import build_model
+
+        in_channels, image_size, num_classes = _GEOMETRY.get(self.dataset, _DEFAULT_GEOMETRY)
+        with torch.device("meta"):
+            build_model(self.model, num_classes=num_classes, in_channels=in_channels,
+                        image_size=image_size, **self.model_options())
+
+    def model_options(self) -> dict[str, Any]:
+        """The options to pass to `build_model`: only those set, so family defaults apply otherwise."""
+        return {k: getattr(self, k) for k in MODEL_OPTION_KEYS if getattr(self, k) is not None}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        """Convert a plain dict (YAML, Ray Tune's config) once; unknown keys raise."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        return cls(**dict(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        if out["blocks_per_stage"] is not None:
+            out["blocks_per_stage"] = list(out["blocks_per_stage"])
+        return out
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _positive(config: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
+def _finite(config: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")

@@ -1,0 +1,299 @@
+"""The training engine: `fit` trains a `TrainConfig` on a `Dataset`, `evaluate` scores a model on a split.
+
+Runs without Ray. The whole data set lives on the training device as uint8 tensors and is augmented
+there in batches (see `cnnsearch.data`), so the loop has no per-image Python and no worker processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import Augment, Dataset, ImageSplit, iterate_batches, split_train_val
+from .models import build_model
+
+__all__ = [
+    "ImageClassifier", "FitResult", "EvalResult", "EpochState",
+    "fit", "evaluate", "resolve_device", "build_classifier", "save_checkpoint", "load_checkpoint",
+]
+
+CHECKPOINT_FORMAT = 1
+# Config fields that may differ between a checkpoint and the run resuming it: they change where and
+# for how long training runs, not what it computes up to the checkpoint.
+_RESUMABLE_CHANGES = {"epochs", "device", "compile", "eval_batch_size"}
+
+
+class ImageClassifier(nn.Module):
+    """A registry network behind per-channel normalisation, so the model takes raw uint8 images
+    (B, C, H, W) and a saved model is self-contained for inference."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        # Stats are in [0, 1] units; inputs arrive in [0, 255].
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images.float() - self.mean) / self.std)
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean cross-entropy (no label smoothing)
+    accuracy: float  # fraction in [0, 1]
+    per_class_accuracy: list[float]
+    confusion: torch.Tensor  # (K, K) int64, rows = true class, columns = predicted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss, "accuracy": self.accuracy,
+                "per_class_accuracy": self.per_class_accuracy, "confusion": self.confusion.tolist()}
+
+
+@dataclass
+class FitResult:
+    status: str  # "completed" or "diverged"
+    history: list[dict[str, Any]]  # one metrics dict per epoch
+    model: ImageClassifier
+    config: TrainConfig
+    device: torch.device
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        """The epoch with the highest validation accuracy."""
+        finite = [h for h in self.history if math.isfinite(h["val_acc"])]
+        return max(finite, key=lambda h: h["val_acc"]) if finite else None
+
+
+@dataclass
+class EpochState:
+    """What `on_epoch` gets besides the metrics: a way to snapshot the full training state."""
+
+    _capture: Callable[[], dict[str, Any]] = field(repr=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: model, optimizer, scheduler, RNGs, epoch, history."""
+        return self._capture()
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu or auto")
+    return device
+
+
+def build_classifier(config: TrainConfig, dataset: Dataset) -> ImageClassifier:
+    net = build_model(config.model, num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                      image_size=dataset.image_size, **config.model_options())
+    return ImageClassifier(net, dataset.mean, dataset.std)
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    wd = config.weight_decay
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=wd)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[config.optimizer]
+    return cls(params, lr=config.lr, weight_decay=wd)
+
+
+def _make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    if config.lr_schedule == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=config.lr_decay)
+    if config.lr_schedule == "step":
+        return sched.StepLR(optimizer, step_size=config.step_size, gamma=config.lr_decay)
+    if config.lr_schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return sched.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _auto(flag: bool | None, device: torch.device) -> bool:
+    return (device.type == "cuda") if flag is None else flag
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int = 1024, bf16: bool = False,
+             channels_last: bool = False, num_classes: int | None = None) -> EvalResult:
+    """Accuracy, per-class accuracy and confusion matrix of `model` on `split` (moved to the
+    model's device). Restores the model's train/eval mode afterwards."""
+    device = next(model.parameters()).device
+    split = split.to(device)
+    if num_classes is None:
+        num_classes = int(split.labels.max().item()) + 1 if len(split) else 0
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
+    try:
+        for images, labels in iterate_batches(split, batch_size, shuffle=False):
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, bf16):
+                logits = model(images)
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+            confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    finally:
+        model.train(was_training)
+    confusion = confusion.view(num_classes, num_classes).cpu()
+    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
+    n = max(len(split), 1)
+    return EvalResult(loss=loss_sum.item() / n, accuracy=confusion.diag().sum().item() / n,
+                      per_class_accuracy=per_class.tolist(), confusion=confusion)
+
+
+def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any], EpochState], None] | None = None,
+        checkpoint: str | os.PathLike | dict[str, Any] | None = None, device: torch.device | str | None = None,
+        progress: Callable[[Any], Any] | None = None) -> FitResult:
+    """Train `config` on `data`, validating every epoch on a split carved from `data.train`.
+
+    on_epoch(metrics, state): called after every epoch with train/val loss and accuracy, lr (the rate
+        used during the epoch), epoch time (s), training images/s, setup_s (fit's start to the first batch) and status ("running", then
+        "completed" or "diverged" on the last epoch); `state.save(path)` writes a checkpoint.
+        Raising from it stops training.
+    checkpoint: a path or state dict from an earlier run of the same config; training resumes after
+        its last epoch and ends with exactly the metrics of an uninterrupted run (on CPU).
+    device: overrides `config.device` (a Tune trial passes the GPU it was given).
+    progress: wraps the batch iterator of each epoch (e.g. a tqdm factory) for a progress bar.
+
+    A NaN or inf loss ends the run with status "diverged" instead of raising.
+    """
+    entered = time.perf_counter()
+    device = resolve_device(config.device) if device is None else torch.device(device)
+    bf16, channels_last = _auto(config.bf16, device), _auto(config.channels_last, device)
+    train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
+                                 train_subset=config.train_subset)
+    train, val = train.to(device), val.to(device)
+    augment = Augment() if (data.default_augment if config.augment is None else config.augment) else None
+
+    torch.manual_seed(config.seed)  # model initialisation and dropout masks
+    model = build_classifier(config, data).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(config, model.parameters())
+    scheduler = _make_scheduler(config, optimizer)
+    # A generator of our own for shuffling and augmentation, so its state can be saved and restored.
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    history: list[dict[str, float]] = []
+
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+        _check_resumable(config, state)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = list(state["history"])
+
+    step_model = torch.compile(model) if config.compile else model
+
+    def capture() -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": len(history),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "history": list(history),
+        }
+
+    setup_s = time.perf_counter() - entered  # split, copy to device, build: the wait before the first batch
+    status = "completed"
+    for epoch in range(len(history), config.epochs):
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = _train_epoch(step_model, optimizer, train, config, generator, augment,
+                                             bf16=bf16, channels_last=channels_last, progress=progress)
+        train_time = time.perf_counter() - start
+        val_loss, val_acc = math.nan, 0.0  # what a diverged epoch reports
+        if math.isfinite(train_loss):
+            result = evaluate(step_model, val, batch_size=config.eval_batch_size, bf16=bf16,
+                              channels_last=channels_last, num_classes=data.num_classes)
+            val_loss, val_acc = result.loss, result.accuracy
+        scheduler.step()
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            status = "diverged"
+        epoch_status = status if (status == "diverged" or epoch + 1 == config.epochs) else "running"
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                        "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                        "epoch_time_s": time.perf_counter() - start, "images_per_s": len(train) / train_time,
+                        "setup_s": setup_s, "status": epoch_status})
+        if on_epoch is not None:
+            on_epoch(dict(history[-1]), EpochState(capture))
+        if status == "diverged":
+            break
+    return FitResult(status=status, history=history, model=model, config=config, device=device)
+
+
+def _train_epoch(model, optimizer, train: ImageSplit, config: TrainConfig, generator, augment,
+                 *, bf16: bool, channels_last: bool, progress) -> tuple[float, float]:
+    """One pass over `train`; returns (mean loss, accuracy). Sums stay on the device so a GPU
+    never waits for the host inside the epoch."""
+    device = train.images.device
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    batches = iterate_batches(train, config.batch_size, shuffle=True, generator=generator, augment=augment)
+    if progress is not None:
+        batches = progress(batches, total=math.ceil(len(train) / config.batch_size))
+    for images, labels in batches:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, bf16):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * labels.numel()
+        correct += (logits.argmax(1) == labels).sum()
+    n = len(train)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write atomically, so a run killed mid-save never leaves a half checkpoint that looks valid."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
+        raise ValueError(f"cannot read checkpoint {os.fspath(path)}: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a cnnsearch checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _check_resumable(config: TrainConfig, state: dict[str, Any]) -> None:
+    saved, now = state["config"], config.to_dict()
+    differ = sorted(k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if differ:
+        raise ValueError(f"checkpoint was made with a different config ({', '.join(differ)}); "
+                         "resume with the config it was made with")

@@ -1,0 +1,201 @@
+"""MobileNet v1 (Howard et al. 2017) and v2 (Sandler et al. 2018) with CIFAR strides.
+
+As in kuangliu/pytorch-cifar, the stem and the early stages keep stride 1 so a 32x32 image is not
+shrunk to 1x1: v1 and v2 both downsample 16x in total instead of 32x. `width` is the usual width
+multiplier (channels rounded to a multiple of 8, torchvision's `_make_divisible`); v2's last 1x1
+conv keeps 1280 channels for width < 1, as in the paper and torchvision.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torchvision.models._utils import _make_divisible
+from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.ops import Conv2dNormActivation
+
+from .layers import (
+    ClassifierHead,
+    check_blocks_per_stage,
+    check_bool,
+    check_common,
+    check_dropout,
+    check_stem_kernel,
+    check_width,
+    init_weights,
+    make_stem,
+)
+from .registry import register_model
+
+__all__ = ["V1_STAGES", "V2_STAGES", "DepthwiseSeparable", "MobileNetV1", "MobileNetV2"]
+
+_ROUND = 8  # channel counts are rounded to multiples of this
+
+# v1: (out channels, stride of the stage's first block, blocks); kuangliu's cfg
+# [64, (128,2), 128, (256,2), 256, (512,2), 512 x5, (1024,2), 1024] grouped by stage.
+V1_STAGES: tuple[tuple[int, int, int], ...] = (
+    (64, 1, 1),
+    (128, 2, 2),
+    (256, 2, 2),
+    (512, 2, 6),
+    (1024, 2, 2),
+)
+
+# v2: (expansion t, out channels c, blocks n, first stride s); Sandler et al. Table 2 with the
+# first two strides set to 1 for 32x32 inputs (kuangliu's CIFAR version).
+V2_STAGES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+class DepthwiseSeparable(nn.Sequential):
+    """3x3 depthwise conv -> BN -> ReLU -> 1x1 pointwise conv -> BN -> ReLU (MobileNet v1's block)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(
+            OrderedDict(
+                depthwise=Conv2dNormActivation(in_channels, in_channels, 3, stride, groups=in_channels),
+                pointwise=Conv2dNormActivation(in_channels, out_channels, 1),
+            )
+        )
+
+
+class MobileNetV1(nn.Module):
+    """stem (32 ch) -> 5 stages of depthwise-separable blocks -> pool -> (dropout) -> Linear."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 32,
+        stem_kernel: int = 3,
+        stem_bn: bool = True,
+        dropout: float = 0.0,
+        blocks_per_stage: Sequence[int] = tuple(n for _, _, n in V1_STAGES),
+        width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        num_classes, in_channels, image_size = check_common(num_classes, in_channels, image_size)
+        stem_kernel, stem_bn = check_stem_kernel(stem_kernel), check_bool("stem_bn", stem_bn)
+        dropout, width = check_dropout(dropout), check_width(width)
+        blocks = check_blocks_per_stage(blocks_per_stage, len(V1_STAGES))
+
+        channels = _make_divisible(32 * width, _ROUND)
+        self.stem = make_stem(in_channels, channels, kernel=stem_kernel, bn=stem_bn)
+        stages = []
+        for (out, stride, _), count in zip(V1_STAGES, blocks):
+            out = _make_divisible(out * width, _ROUND)
+            layers = [DepthwiseSeparable(channels, out, stride)]
+            layers += [DepthwiseSeparable(out, out) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*layers))
+            channels = out
+        self.stages = nn.Sequential(*stages)
+        self.head = ClassifierHead(channels, num_classes, dropout)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)  # (B, 32 * width, H, W)
+        x = self.stages(x)  # (B, 1024 * width, H/16, W/16)
+        return self.head(x)  # (B, num_classes)
+
+
+class MobileNetV2(nn.Module):
+    """stem (32 ch) -> 7 stages of inverted residuals -> 1x1 conv (1280 ch) -> pool -> (dropout) -> Linear."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        image_size: int = 32,
+        stem_kernel: int = 3,
+        stem_bn: bool = True,
+        dropout: float = 0.0,
+        blocks_per_stage: Sequence[int] = tuple(n for _, _, n, _ in V2_STAGES),
+        width: float = 1.0,
+    ) -> None:
+        super().__init__()
+        num_classes, in_channels, image_size = check_common(num_classes, in_channels, image_size)
+        stem_kernel, stem_bn = check_stem_kernel(stem_kernel), check_bool("stem_bn", stem_bn)
+        dropout, width = check_dropout(dropout), check_width(width)
+        blocks = check_blocks_per_stage(blocks_per_stage, len(V2_STAGES))
+
+        channels = _make_divisible(32 * width, _ROUND)
+        self.stem = make_stem(in_channels, channels, kernel=stem_kernel, bn=stem_bn, activation=nn.ReLU6)
+        stages = []
+        for (expansion, out, _, stride), count in zip(V2_STAGES, blocks):
+            out = _make_divisible(out * width, _ROUND)
+            layers = [InvertedResidual(channels, out, stride, expansion)]
+            layers += [InvertedResidual(out, out, 1, expansion) for _ in range(count - 1)]
+            stages.append(nn.Sequential(*layers))
+            channels = out
+        self.stages = nn.Sequential(*stages)
+        last = _make_divisible(1280 * max(1.0, width), _ROUND)
+        self.last_conv = Conv2dNormActivation(channels, last, kernel_size=1, activation_layer=nn.ReLU6)
+        self.head = ClassifierHead(last, num_classes, dropout)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)  # (B, 32 * width, H, W)
+        x = self.stages(x)  # (B, 320 * width, H/8, W/8)
+        x = self.last_conv(x)  # (B, 1280, H/8, W/8)
+        return self.head(x)  # (B, num_classes)
+
+
+@register_model("mobilenet_v1")
+def mobilenet_v1(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 32,
+    stem_kernel: int = 3,
+    stem_bn: bool = True,
+    dropout: float = 0.0,
+    blocks_per_stage: Sequence[int] = tuple(n for _, _, n in V1_STAGES),
+    width: float = 1.0,
+) -> MobileNetV1:
+    """MobileNet v1, 13 depthwise-separable blocks as 5 stages [1, 2, 2, 6, 2], CIFAR strides."""
+    return MobileNetV1(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        stem_kernel=stem_kernel,
+        stem_bn=stem_bn,
+        dropout=dropout,
+        blocks_per_stage=blocks_per_stage,
+        width=width,
+    )
+
+
+@register_model("mobilenet_v2")
+def mobilenet_v2(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int = 32,
+    stem_kernel: int = 3,
+    stem_bn: bool = True,
+    dropout: float = 0.0,
+    blocks_per_stage: Sequence[int] = tuple(n for _, _, n, _ in V2_STAGES),
+    width: float = 1.0,
+) -> MobileNetV2:
+    """MobileNet v2, 17 inverted residuals as 7 stages [1, 2, 3, 4, 3, 3, 1], CIFAR strides."""
+    return MobileNetV2(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        stem_kernel=stem_kernel,
+        stem_bn=stem_bn,
+        dropout=dropout,
+        blocks_per_stage=blocks_per_stage,
+        width=width,
+    )

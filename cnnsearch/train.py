@@ -1,0 +1,197 @@
+"""`python -m cnnsearch.train`: one training run, no Ray.
+
+    python -m cnnsearch.train --arch resnet18 --dataset cifar10 --epochs 30 --optimizer adam --lr 1e-3 --lr-decay 0.9
+
+Prints a progress bar and one line per epoch (as report B's log did) and writes to the output folder:
+config.json (resolved config, data set, model size), metrics.csv / metrics.json (per epoch, plus the final
+test evaluation), curves.png, confusion.png (test split) and checkpoint.pt (for --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .cli import ArgumentParser, fail, int_list
+from .config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+
+__all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
+
+# CLI flag -> TrainConfig field, where the names differ.
+_RENAMED = {"arch": "model"}
+_NOT_CONFIG = {"config", "data_dir", "no_download", "out", "resume", "quiet"}
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m cnnsearch.train", description="Train one CNN on a real data set, without Ray.")
+    p.add_argument("--config", metavar="FILE", help="YAML file of TrainConfig keys; flags given here override it")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", help="registry name, e.g. resnet18, densenet121, basecnn (python -m cnnsearch.models lists them)")
+    g.add_argument("--stem-kernel", type=int, help="3 (3x3 stride 1) or 7 (7x7 stride 2 padding 3)")
+    g.add_argument("--stem-bn", action=argparse.BooleanOptionalAction, default=None, help="BatchNorm after the stem conv")
+    g.add_argument("--dropout", type=float, help="dropout before the classifier, in [0, 1)")
+    g.add_argument("--blocks-per-stage", type=int_list, metavar="N,N,...", help="override the depth table, e.g. 3,3,3,3")
+    g.add_argument("--width", type=float, help="channel multiplier, e.g. 0.25 for a narrow network on CPU")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="cifar10, cifar100, mnist or imagefolder:PATH")
+    g.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
+    g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    g.add_argument("--val-size", type=int, help="validation images carved from train (default 5000)")
+    g.add_argument("--train-subset", type=int, help="training images per class (default: all)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random crop + flip (default: on for CIFAR, off for MNIST)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--optimizer", choices=OPTIMIZERS)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    g.add_argument("--lr-decay", type=float, help="per-epoch factor (exponential) or per step (step); 1.0 = none")
+    g.add_argument("--step-size", type=int, help="epochs between decays for --lr-schedule step")
+    g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--seed", type=int)
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="(default: on for CUDA)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="output folder (default: runs/train/MODEL-DATASET-TIME)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Config file first, then every flag that was given; TrainConfig validates the result."""
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(_read_yaml(args.config))
+    for key, value in vars(args).items():
+        if key not in _NOT_CONFIG and value is not None:
+            values[_RENAMED.get(key, key)] = value
+    return TrainConfig.from_dict(values)
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of config keys")
+    return values
+
+
+def format_epoch(m: dict[str, Any], epochs: int) -> str:
+    """One line per epoch, in the form of report B's log."""
+    return (f"Epoch {m['epoch']}/{epochs}, Train Loss: {m['train_loss']:.4f}, Train Accuracy: {100 * m['train_acc']:.2f}%, "
+            f"Valid Loss: {m['val_loss']:.4f}, Valid Accuracy: {100 * m['val_acc']:.2f}%, LR: {m['lr']:.3g}, "
+            f"Time: {m['epoch_time_s']:.1f}s ({m['images_per_s']:.0f} img/s)")
+
+
+def _default_out(config: TrainConfig) -> Path:
+    dataset = config.dataset.split(":")[0]
+    return Path("runs") / "train" / f"{config.model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _write_history(out: Path, history: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+    tmp = out / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / "metrics.csv")
+    _write_json(out / "metrics.json", {"epochs": history, **extra})
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        fail(str(exc), prog=parser.prog)
+
+    out = Path(args.out) if args.out else _default_out(config)
+    checkpoint_path = out / "checkpoint.pt"
+    if args.resume:
+        if not args.out:
+            fail("--resume needs --out, the folder of the run to continue", prog=parser.prog)
+        if not checkpoint_path.is_file():
+            fail(f"--resume: no checkpoint.pt in {out}; start a new run without --resume", prog=parser.prog)
+    elif out.exists() and any(out.iterdir()):
+        fail(f"{out} already holds files; pass --resume to continue that run or choose another --out", prog=parser.prog)
+
+    # Heavy imports after argument checks, so bad input fails fast.
+    from tqdm import tqdm
+
+    from .data import DataError, load_dataset
+    from .engine import evaluate, fit, load_checkpoint, resolve_device
+    from .models import describe_model
+    from .plots import plot_confusion, plot_curves
+
+    try:
+        device = resolve_device(config.device)
+        checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
+        data = load_dataset(config.dataset, data_dir=args.data_dir, download=not args.no_download)
+    except (ValueError, DataError) as exc:
+        fail(str(exc), prog=parser.prog)
+
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{config.model} on {data.name}: {len(data.train)} train / {len(data.test)} test images, "
+          f"{data.num_classes} classes, device {device}; writing to {out}", flush=True)
+
+    def on_epoch(metrics: dict[str, Any], state) -> None:
+        state.save(checkpoint_path)
+        history.append(metrics)
+        _write_history(out, history, {"status": metrics["status"]})
+        tqdm.write(format_epoch(metrics, config.epochs))
+
+    history: list[dict[str, Any]] = list(checkpoint["history"]) if checkpoint else []
+    progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, leave=False, unit="batch", file=sys.stderr))
+    try:
+        result = fit(config, data, on_epoch=on_epoch, checkpoint=checkpoint, device=device, progress=progress)
+    except ValueError as exc:  # e.g. a checkpoint made with another config
+        fail(str(exc), prog=parser.prog)
+
+    shape = (data.in_channels, data.image_size, data.image_size)
+    _write_json(out / "config.json", {
+        "config": config.to_dict(), "device": str(device),
+        "dataset": {"name": data.name, "classes": list(data.classes), "train": len(data.train), "test": len(data.test),
+                    "mean": data.mean, "std": data.std},
+        "model": describe_model(result.model.net, shape),
+    })
+    test = evaluate(result.model, data.test, batch_size=config.eval_batch_size, num_classes=data.num_classes,
+                    bf16=config.bf16 if config.bf16 is not None else device.type == "cuda")
+    best = result.best
+    _write_history(out, result.history, {"status": result.status, "best": best, "test": test.to_dict(),
+                                         "classes": list(data.classes)})
+    plot_curves(result.history, out / "curves.png", title=f"{config.model} on {data.name}")
+    plot_confusion(test.confusion, data.classes, out / "confusion.png",
+                   title=f"{config.model}: test accuracy {100 * test.accuracy:.2f}%")
+    best_text = f"best val acc {100 * best['val_acc']:.2f}% (epoch {best['epoch']})" if best else "no finite epoch"
+    print(f"{result.status}: {best_text}, test acc {100 * test.accuracy:.2f}%; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`python -m cnnsearch.train`: real end-to-end runs, and every bad input is one line with exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from cnnsearch.train import main
+
+TINY_ARGS = ["--arch", "lenet5", "--dataset", "mnist", "--train-subset", "10", "--val-size", "100",
+             "--batch-size", "50", "--lr-schedule", "none", "--device", "cpu", "--quiet", "--no-download"]
+
+
+def run_cli(*args: str, env_data: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNNSEARCH_DATA_DIR": env_data}
+    return subprocess.run([sys.executable, "-m", "cnnsearch.train", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_end_to_end_writes_outputs_and_resumes(data_root, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(*TINY_ARGS, "--epochs", "2", "--out", str(out), env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("Epoch ")]
+    assert len(lines) == 2
+    assert re.match(r"Epoch 1/2, Train Loss: \d+\.\d{4}, Train Accuracy: \d+\.\d{2}%, Valid Loss: \d+\.\d{4}, "
+                    r"Valid Accuracy: \d+\.\d{2}%, LR: .*, Time: \d+\.\ds", lines[0])
+    for name in ("config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png", "checkpoint.pt"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert len(metrics["test"]["confusion"]) == 10 and sum(map(sum, metrics["test"]["confusion"])) == 10_000
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["model"] == "lenet5" and config["model"]["params"] > 0
+
+    # Re-using the folder without --resume is refused and leaves it as it was.
+    before = (out / "metrics.json").read_bytes()
+    proc = run_cli(*TINY_ARGS, "--epochs", "2", "--out", str(out), env_data=str(data_root))
+    assert proc.returncode == 2 and "--resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "metrics.json").read_bytes() == before
+
+    # --resume with more epochs continues from epoch 3.
+    proc = run_cli(*TINY_ARGS, "--epochs", "3", "--out", str(out), "--resume", env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    assert [l.split(",")[0] for l in proc.stdout.splitlines() if l.startswith("Epoch ")] == ["Epoch 3/3"]
+    assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--optimizer", "rmsprop"], "invalid choice"),
+    (["--lr", "abc"], "invalid float value"),
+    (["--lr", "-1"], "lr must be > 0"),
+    (["--arch", "resnet19"], "resnet18"),
+    (["--arch", "basecnn", "--stem-kernel", "7"], "stem_kernel"),
+    (["--blocks-per-stage", "2,x"], "comma-separated integers"),
+    (["--dataset", "svhn"], "cifar10"),
+    (["--resume"], "--resume needs --out"),
+    (["--config", "/nonexistent/config.yaml"], "cannot read config file"),
+])
+def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("CNNSEARCH_DATA_DIR", str(data_root))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path / "x"), "--no-download"] if "--resume" not in args else args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_missing_data_offline_names_paths(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "empty"), "--no-download",
+              "--out", str(tmp_path / "o"), "--arch", "basecnn"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert str(tmp_path / "empty") in err

@@ -1,0 +1,174 @@
+"""The Tune layer on a real local Ray cluster (2 CPUs), at the `smoke` budget on real CIFAR-10."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tune.run import main
+
+SMOKE = ["--budget", "smoke", "--no-dashboard", "--no-download"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(data_root):
+    """One local cluster for the in-process runs: 2 CPUs and 1 logical GPU (for fractional packing)."""
+    import ray
+
+    os.environ["CNNSEARCH_DATA_DIR"] = str(data_root)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    """Every trial folder's reported rows, by folder name."""
+    out = {}
+    for folder in sorted(p for p in exp.iterdir() if p.is_dir() and (p / "params.json").exists()):
+        path = folder / "result.json"
+        lines = path.read_text().splitlines() if path.exists() else []
+        out[folder.name] = [json.loads(line) for line in lines if line.strip()]
+    return out
+
+
+def assert_complete(results: dict[str, list[dict]], epochs_allowed: set[int]) -> None:
+    for name, rows in results.items():
+        epochs = [r["epoch"] for r in rows]
+        assert epochs == list(range(1, len(rows) + 1)), f"{name}: epochs {epochs} missing or duplicated"
+        assert len(rows) in epochs_allowed, f"{name}: {len(rows)} epochs"
+        for r in rows:
+            assert 0.0 <= r["val_acc"] <= 1.0 and r["train_loss"] > 0
+
+
+@pytest.fixture(scope="module")
+def asha_run(ray_cluster, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("asha")
+    start = time.perf_counter()
+    code = main(["--space", "ablation", *SMOKE, "--storage", str(storage), "--name", "abl"])
+    return code, storage / "abl", time.perf_counter() - start
+
+
+def test_smoke_ablation_runs_every_trial(asha_run):
+    code, exp, seconds = asha_run
+    assert code == 0
+    results = trial_results(exp)
+    assert len(results) == 18  # 9 design points x 2 seeds
+    assert_complete(results, {1, 2})
+    state = json.loads((exp / "cnnsearch.json").read_text())
+    assert state["space"]["name"] == "ablation" and state["budget"] == "smoke"
+    labels = {json.loads((exp / name / "params.json").read_text())["design_point"]["label"] for name in results}
+    assert len(labels) == 9 and "base" in labels
+    assert seconds < 180, f"smoke ablation took {seconds:.0f}s"
+
+
+def test_asha_stops_trials_at_rungs(asha_run):
+    """Smoke: 2 epochs, grace 1, reduction 2: every trial reaches the rung at epoch 1; ASHA lets only
+    the better half on, so some trials stop there and some finish."""
+    _, exp, _ = asha_run
+    lengths = [len(rows) for rows in trial_results(exp).values()]
+    assert set(lengths) == {1, 2}, lengths
+
+
+def test_fractional_gpus_pack_four_trials(ray_cluster, tmp_path):
+    """1 logical GPU, 0.25 per trial (and 0.5 CPU): 4 trials must run at the same time."""
+    code = main(["--space", "ablation", *SMOKE, "--scheduler", "fifo", "--gpus-per-trial", "0.25",
+                 "--cpus-per-trial", "0.5", "--storage", str(tmp_path), "--name", "frac"])
+    assert code == 0
+    spans = []
+    for rows in trial_results(tmp_path / "frac").values():
+        assert rows[-1]["device"] == "cpu"  # logical GPUs only: trials still train on the CPU
+        spans.append((rows[0]["started_at"], rows[-1]["timestamp"]))
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 4, f"at most {most} trials overlapped"
+
+
+def test_failed_trial_is_retried_from_checkpoint(ray_cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNSEARCH_INJECT_FAILURE", f"1:{tmp_path}")
+    space = tmp_path / "one.yaml"
+    space.write_text((Path(__file__).parent / "data" / "one_trial.yaml").read_text())
+    code = main(["--space", str(space), *SMOKE, "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "retry"])
+    assert code == 0
+    assert len(list(tmp_path.glob("failed-*"))) == 1  # the failure really happened
+    results = trial_results(tmp_path / "retry")
+    assert len(results) == 1
+    assert_complete(results, {2})
+
+
+def test_resume_after_driver_is_killed(data_root, tmp_path):
+    """SIGKILL the driver (and its local cluster) once some trials have reported, then --resume:
+    every trial finishes and no epoch is missing or reported twice."""
+    env = {**os.environ, "CNNSEARCH_DATA_DIR": str(data_root), "RAY_USAGE_STATS_ENABLED": "0"}
+    args = [sys.executable, "-m", "tune.run", "--space", "ablation", *SMOKE, "--scheduler", "fifo",
+            "--storage", str(tmp_path), "--name", "killed", "--num-cpus", "2"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    exp = tmp_path / "killed"
+    deadline = time.time() + 150
+    try:
+        while time.time() < deadline:
+            done = sum(1 for rows in trial_results(exp).values() if len(rows) == 2) if exp.exists() else 0
+            if done >= 4:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # raylets the kill orphaned
+    before = trial_results(exp)
+    assert 0 < sum(1 for rows in before.values() if len(rows) == 2) < 18
+
+    resumed = subprocess.run(args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = trial_results(exp)
+    assert len(after) == 18
+    assert_complete(after, {2})
+    for name, rows in before.items():  # nothing reported before the kill was lost
+        assert after[name][: len(rows)] == rows or len(rows) < 2, name
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "nosuch"], "ablation"),
+    (["--space", "ablation", "--budget", "huge"], "invalid choice"),
+    (["--space", "ablation", "--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
+    (["--space", "ablation", "--gpus-per-trial", "1.5"], "whole number"),
+    (["--space", "ablation", "--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--space", "ablation", "--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+    (["--space", "ablation", "--resume"], "--resume needs --name"),
+    (["--space", "ablation", "--search", "optuna"], "design: sample"),
+    (["--space", "search", "--search", "grid"], "random or optuna"),
+    (["--space", "ablation", "--dataset", "svhn", "--dry-run"], "svhn"),
+    (["--space", "ablation", "--grace-period", "50", "--budget", "smoke"], "exceeds"),
+    (["--space", "ablation", "--address", "auto", "--num-gpus", "1"], "existing cluster"),
+])
+def test_bad_input_is_one_line_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+
+
+def test_existing_experiment_is_not_overwritten(tmp_path, capsys):
+    exp = tmp_path / "taken"
+    exp.mkdir()
+    (exp / "keep.txt").write_text("results")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--space", "ablation", *SMOKE, "--storage", str(tmp_path), "--name", "taken"])
+    assert exit_info.value.code == 2 and "--resume" in capsys.readouterr().err
+    assert (exp / "keep.txt").read_text() == "results"
+
+
+def test_dry_run_lists_every_trial(capsys):
+    assert main(["--space", "ablation", "--budget", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    trials = [line for line in out.splitlines() if line.strip()[:4].rstrip(".").strip().isdigit()]
+    assert len(trials) == 18
+    assert "18 trial(s)" in out and "36 epochs in total at most" in out
+    assert sum(line.split(":")[0].split(".", 1)[1].strip().startswith("stem_kernel=7") for line in trials) == 2

@@ -1,0 +1,148 @@
+"""`python -m tune.run`: run a search space as one Ray Tune experiment.
+
+    python -m tune.run --space ablation                 # report E's ablation, budget chosen for this machine
+    python -m tune.run --space ablation --dry-run       # the trials it would run, then exit
+    python -m tune.run --space my_space.yaml --budget full --gpus-per-trial 0.25
+    python -m tune.run --space ablation --name NAME --resume
+    python -m tune.run --space search --search optuna --num-samples 40 --address ray://head:10001
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnsearch.cli import ArgumentParser, fail
+
+__all__ = ["main", "build_parser"]
+
+PROG = "python -m tune.run"
+
+
+def build_parser() -> ArgumentParser:
+    from search_spaces import BUDGETS
+
+    from .plan import SCHEDULERS, SEARCHES
+
+    p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--space", required=True, help="a shipped space (ablation, architectures, optimizers, search) or a path to a YAML file")
+    g.add_argument("--dataset", help="override the space's data set: cifar10, cifar100, mnist or imagefolder:PATH")
+    g.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
+    g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
+    g.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    g = p.add_argument_group("search")
+    g.add_argument("--scheduler", default="asha", choices=SCHEDULERS, help="asha stops weak trials early; fifo runs all to the end")
+    g.add_argument("--search", choices=SEARCHES, help="default: grid for grid/one-at-a-time spaces, random for sampled ones")
+    g.add_argument("--num-samples", type=int, help="draws for sampled spaces (default: the space's num_samples)")
+    g.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the budget's)")
+    g.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung (default: the budget's)")
+    g.add_argument("--seed", type=int, help="sampled spaces: training seed of every trial (and the searcher's seed)")
+    g = p.add_argument_group("resources")
+    g.add_argument("--cpus-per-trial", type=float, default=1.0)
+    g.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU, e.g. 0.25 (default: 0.25 with GPUs, else 0)")
+    g.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    g.add_argument("--num-gpus", type=float, help="logical GPUs for a local cluster (lets CPU machines exercise fractional packing)")
+    g.add_argument("--num-cpus", type=int, help="CPUs for a local cluster (default: all)")
+    g.add_argument("--address", help="an existing Ray cluster, e.g. auto or ray://HEAD:10001")
+    g = p.add_argument_group("results")
+    g.add_argument("--storage", default="runs", help="a local folder or a pyarrow filesystem URI (s3://, gs://, ...); default ./runs")
+    g.add_argument("--name", help="experiment name (default: SPACE-BUDGET-TIME); with --resume, the one to finish")
+    g.add_argument("--resume", action="store_true", help="finish an interrupted experiment (--name) without re-running finished trials")
+    g.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
+    g = p.add_argument_group("dashboard")
+    g.add_argument("--dashboard-host", default="127.0.0.1", help="0.0.0.0 exposes it to the network (with its token)")
+    g.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard (local clusters)")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for name in ("cpus_per_trial", "gpus_per_trial", "num_gpus"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            fail(f"--{name.replace('_', '-')} must be >= 0, got {value}", prog=PROG)
+    if args.cpus_per_trial <= 0:
+        fail("--cpus-per-trial must be > 0", prog=PROG)
+    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        fail(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}", prog=PROG)
+    for name in ("max_concurrent", "num_samples", "grace_period", "reduction_factor", "num_cpus"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}", prog=PROG)
+    if args.reduction_factor is not None and args.reduction_factor < 2:
+        fail("--reduction-factor must be >= 2", prog=PROG)
+    if args.resume and not args.name:
+        fail("--resume needs --name, the experiment to finish (see the folders under --storage)", prog=PROG)
+    if args.address and (args.num_gpus is not None or args.num_cpus is not None):
+        fail("--num-gpus/--num-cpus describe a local cluster; an existing cluster (--address) declares its own", prog=PROG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(args)
+
+    from search_spaces import SpaceError, load_space
+
+    from .plan import Plan
+
+    try:
+        space = load_space(args.space)
+    except SpaceError as exc:
+        fail(str(exc), prog=PROG)
+    if args.dataset is not None:
+        _check_dataset_override(space, args.dataset)
+    if args.grace_period is not None and args.scheduler == "fifo":
+        fail("--grace-period is an ASHA setting; drop it or use --scheduler asha", prog=PROG)
+
+    gpus_here = _gpus_available(args)
+    budget = args.budget if args.budget != "auto" else ("full" if gpus_here else "cpu")
+    search = args.search or ("grid" if space.design != "sample" else "random")
+    try:
+        plan = Plan(space=space, budget=budget, search=search, scheduler=args.scheduler,
+                    num_samples=args.num_samples or space.num_samples, dataset=args.dataset, seed=args.seed)
+    except SpaceError as exc:
+        fail(str(exc), prog=PROG)
+    epochs = plan.epochs
+    grace = args.grace_period or space.budgets[budget].grace_period
+    if args.grace_period is not None and grace > epochs:
+        fail(f"--grace-period {grace} exceeds the budget's {epochs} epochs", prog=PROG)
+    if args.budget == "auto":
+        print(f"budget: {budget} (auto: {'a GPU is' if gpus_here else 'no GPU is'} available; --budget to choose)")
+
+    if args.dry_run:
+        print("\n".join(plan.describe()))
+        return 0
+
+    from .experiment import run_experiment
+
+    return run_experiment(args, plan, gpus_here=gpus_here, grace_period=grace,
+                          reduction_factor=args.reduction_factor or space.budgets[budget].reduction_factor)
+
+
+def _check_dataset_override(space, dataset: str) -> None:
+    from cnnsearch.config import TrainConfig
+
+    try:
+        TrainConfig.from_dict({k: v for k, v in space.config("smoke").items()} | {"dataset": dataset})
+    except ValueError as exc:
+        fail(f"--dataset {dataset}: {exc}", prog=PROG)
+
+
+def _gpus_available(args: argparse.Namespace) -> bool:
+    """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
+    run), declared logical GPUs, or real ones on this machine."""
+    if args.address and not args.dry_run:
+        import ray
+
+        ray.init(address=args.address)
+        return ray.cluster_resources().get("GPU", 0) > 0
+    if args.num_gpus is not None:
+        return args.num_gpus > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
