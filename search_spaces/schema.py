@@ -15,7 +15,7 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -23,7 +23,8 @@ from typing import Any, NoReturn
 
 import yaml
 
-from cnnsearch.config import TrainConfig
+from cnnsearch.config import MODEL_OPTION_KEYS, TrainConfig
+from cnnsearch.models import list_models, model_options
 
 __all__ = [
     "BUDGETS", "DESIGNS", "DISTRIBUTIONS", "METRICS", "Budget", "DesignPoint", "Factor", "SearchSpace",
@@ -44,6 +45,8 @@ TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _KEY_LIST = ", ".join(sorted(k for k in TRAIN_KEYS if k != "seed"))
 _SHIPPED_DIR = Path(__file__).resolve().parent
+_MODEL_KEYS = ("model", *MODEL_OPTION_KEYS)  # what the meta-device build depends on (with the data set)
+_CHEAP_MODEL = "basecnn"  # the fastest to build: checks the training keys without a costly build
 
 
 class SpaceError(ValueError):
@@ -242,8 +245,8 @@ class SearchSpace:
         keys, the point's factor values (None: the base point), `sampled` factor values, `seed`."""
         if budget not in self.budgets:
             raise SpaceError(f"{self.path.name}: unknown budget {budget!r}; budgets are: {', '.join(BUDGETS)}")
-        names = {f.name for f in self.factors}
-        unknown = sorted(set(sampled) - names)
+        names = [f.name for f in self.factors]
+        unknown = sorted(set(sampled) - set(names))
         if unknown:
             raise SpaceError(f"{self.path.name}: unknown factor(s) {', '.join(unknown)}; "
                              f"factors are: {', '.join(names) or 'none'}")
@@ -336,11 +339,20 @@ def list_spaces() -> list[str]:
     return sorted(p.stem for p in _SHIPPED_DIR.glob("*.yaml"))
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
+def load_space(name_or_path: str | Path, *, check_budgets: Iterable[str] = BUDGETS) -> SearchSpace:
     """A shipped space by name ("ablation") or a user's YAML file by path, fully validated: every
-    design point's config at every budget passes `TrainConfig.from_dict`. Raises SpaceError."""
+    design point's config at every budget passes `TrainConfig.from_dict`. Raises SpaceError.
+
+    `check_budgets` limits the TrainConfig checks (one meta-device model build per distinct network,
+    most of the load time) to the budgets named, e.g. the one a runner is about to run; every other
+    check still covers all budgets.
+    """
+    check_budgets = (check_budgets,) if isinstance(check_budgets, str) else tuple(check_budgets)
+    unknown = [b for b in check_budgets if b not in BUDGETS]
+    if unknown:
+        raise SpaceError(f"unknown budget {unknown[0]!r}; budgets are: {', '.join(BUDGETS)}")
     path = _locate(name_or_path)
-    return _Loader(path).load()
+    return _Loader(path, check_budgets).load()
 
 
 def _locate(name_or_path: str | Path) -> Path:
@@ -383,9 +395,10 @@ _Yaml.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+012345
 class _Loader:
     """Parses and validates one YAML file; every error names the file and the key path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check_budgets: tuple[str, ...] = BUDGETS) -> None:
         self.path = path
         self.file = path.name
+        self.check_budgets = [b for b in BUDGETS if b in check_budgets]  # in BUDGETS order
 
     def fail(self, where: str | None, message: str) -> NoReturn:
         _fail(self.file, where, message)
@@ -413,24 +426,26 @@ class _Loader:
         unknown = [k for k in raw if k not in TOP_KEYS]
         if unknown:
             self.fail(None, f"unknown top-level key {unknown[0]!r}; allowed keys are: {', '.join(TOP_KEYS)}")
-        for key in ("description", "base", "factors", "design", "seeds", "budgets"):
+        required = ("description", "base", "factors", "design", "seeds", "budgets")
+        for key in required:
             if key not in raw:
-                self.fail(None, f"missing key {key!r} (required: description, base, factors, design, seeds, budgets)")
+                self.fail(None, f"missing key {key!r} (required: {', '.join(required)})")
+        description, source = self.text("description", raw), self.text("source", raw, default="")
         design = raw["design"]
         if design not in DESIGNS:
             self.fail("design", f"must be one of {', '.join(DESIGNS)}, got {design!r}")
+        base = self.config_keys("base", raw["base"])
+        factors = self.factors(raw["factors"], design, base)
+        num_samples, seeds = self.num_samples(raw, design), self.seeds(raw["seeds"])
         metric = raw.get("metric", "val_acc")
-        if metric not in METRICS:
+        if not isinstance(metric, str) or metric not in METRICS:
             self.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
         mode = raw.get("mode", METRICS[metric])
         if mode not in ("max", "min"):
             self.fail("mode", f"must be max or min, got {mode!r}")
-        base = self.config_keys("base", raw["base"])
-        factors = self.factors(raw["factors"], design, base)
         space = SearchSpace(
-            name=self.path.stem, path=self.path.resolve(), description=self.text("description", raw),
-            source=self.text("source", raw, default=""), base=base, factors=factors, design=design,
-            num_samples=self.num_samples(raw, design), seeds=self.seeds(raw["seeds"]), metric=metric, mode=mode,
+            name=self.path.stem, path=self.path.resolve(), description=description, source=source, base=base,
+            factors=factors, design=design, num_samples=num_samples, seeds=seeds, metric=metric, mode=mode,
             budgets=self.budgets(raw["budgets"], base),
         )
         self.check_configs(space)
@@ -439,7 +454,7 @@ class _Loader:
     def text(self, key: str, raw: dict, default: str | None = None) -> str:
         value = raw.get(key, default)
         if not isinstance(value, str) or (default is None and not value.strip()):
-            self.fail(key, f"must be a non-empty string, got {value!r}")
+            self.fail(key, f"must be a {'non-empty ' if default is None else ''}string, got {value!r}")
         return value
 
     def config_keys(self, where: str, values: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -602,12 +617,12 @@ class _Loader:
     def check_configs(self, space: SearchSpace) -> None:
         """Every config a trial can get must pass TrainConfig.from_dict, before Ray starts."""
         self.check("base", dict(space.base))
-        for budget in BUDGETS:
+        for budget in self.check_budgets:
             self.check(f"budgets.{budget}", space.config(budget, seed=space.seeds[0]))
         if space.design == "sample":
             self.check_sampled(space)
             return
-        for budget in BUDGETS:
+        for budget in self.check_budgets:
             for where, point in space._design():
                 if point.values:
                     context = f"point {point.label}, budget {budget}"
@@ -619,7 +634,7 @@ class _Loader:
         combinations (e.g. a model that does not take a sampled option) surface at trial start."""
         factor_keys = {k for f in space.factors for k in f.keys}
         model_factor = next((f for f in space.factors if "model" in f.keys), None)
-        for budget in BUDGETS:
+        for budget in self.check_budgets:
             start = {k: v for k, v in space.config(budget, seed=space.seeds[0]).items() if k not in factor_keys}
             models = [start.get("model", _TRAIN_DEFAULTS["model"])]
             if model_factor is not None and not model_factor.multi_key:
@@ -657,12 +672,30 @@ def _values(factor: Factor) -> tuple[str, tuple]:
     return factor.distribution
 
 
-def _check(config: dict[str, Any]) -> str | None:
-    """TrainConfig.from_dict's complaint about `config` (None if it passes), cached per config."""
+def _check(config: Mapping[str, Any]) -> str | None:
+    """TrainConfig.from_dict's complaint about `config`, or None if it passes.
+
+    A full check builds the model on the meta device (30-200 ms; most of a space's load time), so it
+    is done as two cached checks that together say what the full one would: the training keys with
+    the cheapest model (basecnn, no options: it cannot fail there), then the model part (name,
+    options, data set) alone, with options equal to the family's defaults dropped, so that configs
+    building the same network share one build.
+    """
     config = {k: v for k, v in _jsonable(config).items() if k != "seed"}  # seeds are checked on their own
+    training = {k: v for k, v in config.items() if k not in _MODEL_KEYS} | {"model": _CHEAP_MODEL}
+    model = {k: v for k, v in config.items() if k in _MODEL_KEYS or k == "dataset"}
+    name = model.get("model", _TRAIN_DEFAULTS["model"])
+    if isinstance(name, str) and name in list_models():
+        defaults = model_options(name)
+        model = {k: v for k, v in model.items()
+                 if not (v is None or (k in defaults and _canon(v) == _canon(_jsonable(defaults[k]))))}
+    return _check_one(training) or _check_one(model)
+
+
+def _check_one(config: dict[str, Any]) -> str | None:
     try:
         key = json.dumps(config, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # not JSON (a YAML date, a NaN): check it as it is, uncached
         return _check_uncached(config)
     return _check_cached(key)
 

@@ -32,11 +32,23 @@ SEED_DEPTHS = {
     "densenet161": (6, 12, 36, 24),
     "densenet264": (6, 12, 64, 48),
 }
-SEED_DEPTHS.update({f"se_{name}": depths for name, depths in SEED_DEPTHS.items() if name.startswith("resnet")})
+SEED_DEPTHS.update({f"se_{name}": SEED_DEPTHS[name] for name in list(SEED_DEPTHS) if name.startswith("resnet")})
 
-# Forward/backward on CPU at full width is cheap for these (< 0.5 s each); the deeper ResNets and all
+# Forward/backward on CPU at full width is cheap for these (about 1 s or less each); the deeper ResNets and all
 # DenseNets run at width 0.25 (same depth, a quarter of the channels) to keep the suite fast.
-FULL_WIDTH = {"basecnn", "lenet5", "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet34", "se_resnet18", "se_resnet34"}
+FULL_WIDTH = {
+    "basecnn", "lenet5", "mobilenet_v1", "mobilenet_v2", "resnet18", "resnet34", "se_resnet18", "se_resnet34",
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Batches of 2 small images gain nothing from intra-op threads, and on a shared 2-core machine
+    # OpenMP threads waiting on each other made this module 3-5x slower. Restored afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _taking(option: str) -> list[str]:
@@ -57,14 +69,18 @@ def _small(name: str, **options: object) -> nn.Module:
     return build_model(name, num_classes=10, in_channels=in_channels, image_size=image_size, **kwargs)
 
 
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 def _first_conv(model: nn.Module) -> nn.Conv2d:
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def _module_after(model: nn.Module, target: nn.Module) -> nn.Module:
-    """The leaf module registered right after `target` (registration order is forward order here)."""
+def _leaf_next_to(model: nn.Module, target: nn.Module, offset: int) -> nn.Module:
+    """The leaf module `offset` places after `target` (registration order is forward order in the zoo)."""
     leaves = [m for m in model.modules() if not list(m.children())]
-    return leaves[[m is target for m in leaves].index(True) + 1]
+    return leaves[[m is target for m in leaves].index(True) + offset]
 
 
 def _forward_backward(model: nn.Module, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -146,12 +162,12 @@ def _check_stem_kernel(name: str) -> None:
 
 def _check_stem_bn(name: str) -> None:
     default = _small(name)
-    assert isinstance(_module_after(default, _first_conv(default)), nn.BatchNorm2d)
+    assert isinstance(_leaf_next_to(default, _first_conv(default), 1), nn.BatchNorm2d)
     assert _first_conv(default).bias is None
 
     model = _small(name, stem_bn=False)
     conv = _first_conv(model)
-    assert not isinstance(_module_after(model, conv), nn.BatchNorm2d)
+    assert not isinstance(_leaf_next_to(model, conv, 1), nn.BatchNorm2d)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.stem)
     assert conv.bias is not None  # without BN the stem conv needs its own bias
 
@@ -162,8 +178,7 @@ def _check_dropout(name: str) -> None:
 
     model = _small(name, dropout=0.4)
     last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    before = [m for m in model.modules() if not list(m.children())]
-    before = before[[m is last_linear for m in before].index(True) - 1]
+    before = _leaf_next_to(model, last_linear, -1)
     assert isinstance(before, nn.Dropout) and before.p == pytest.approx(0.4)
     assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == 1
 
@@ -176,12 +191,12 @@ def _check_blocks_per_stage(name: str) -> None:
     out = _forward_backward(model, (3, 32, 32))
     assert out.shape == (2, 10)
     deeper = _small(name, blocks_per_stage=[b + 1 for b in blocks])
-    assert sum(p.numel() for p in deeper.parameters()) > sum(p.numel() for p in model.parameters())
+    assert _count(deeper) > _count(model)
 
 
 def _check_width(name: str) -> None:
     full, half = _small(name, width=1.0), _small(name, width=0.5)
-    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in full.parameters())
+    assert _count(half) < _count(full)
     assert _first_conv(half).out_channels == round(_first_conv(full).out_channels * 0.5)
     out = _forward_backward(half, (3, 32, 32))
     assert out.shape == (2, 10)
@@ -231,10 +246,6 @@ def test_base_cnn_flatten_size_follows_image_size():
 
 
 # -------------------------------------------------------------- architecture against references
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 STEM_7_TO_3 = 64 * 3 * (7 * 7 - 3 * 3)  # torchvision's 7x7 ImageNet stem conv minus our 3x3 one
 
 
@@ -248,7 +259,7 @@ STEM_7_TO_3 = 64 * 3 * (7 * 7 - 3 * 3)  # torchvision's 7x7 ImageNet stem conv m
     ],
 )
 def test_parameter_count_matches_torchvision(name, reference, stem_difference):
-    # Same blocks and widths as torchvision; only the stem conv (and the strides, which hold no weights) differ.
+    # Same blocks and widths as torchvision; only the stem conv differs (strides hold no weights).
     with torch.device("meta"):
         ours, theirs = build_model(name, num_classes=10), reference(num_classes=10)
     assert _count(ours) == _count(theirs) - stem_difference
@@ -322,7 +333,9 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
-@pytest.mark.parametrize(("name", "kwargs", "pattern"), BAD_VALUES, ids=[f"{n}-{list(k)[0]}" for n, k, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "pattern"), BAD_VALUES, ids=[f"{n}-{next(iter(k))}" for n, k, _ in BAD_VALUES]
+)
 def test_bad_values_raise_one_line_value_error(name, kwargs, pattern, device):
     kwargs = {"num_classes": 10, **kwargs}
     with torch.device(device), pytest.raises(ValueError, match=pattern) as info:
@@ -338,6 +351,9 @@ def test_describe_resnet18_matches_the_cifar_reference():
     assert info["params"] == 11_173_962
     assert info["trainable_params"] == 11_173_962
     assert 1.0e9 < info["flops"] < 1.2e9  # 0.56 G multiply-adds, 2 FLOPs each
+    with torch.device("meta"):  # the same count without real computation
+        on_meta = describe_model(build_model("resnet18", num_classes=10), (3, 32, 32))
+    assert on_meta == info
 
 
 def test_describe_flops_grow_with_depth_and_shrink_with_width():

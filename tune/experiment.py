@@ -45,7 +45,7 @@ def run_experiment(args: argparse.Namespace, plan: Plan, *, gpus_here: bool, gra
 
     from cnnsearch.data import DataError, load_dataset
 
-    dataset_name = plan.dataset or space.config(plan.budget)["dataset"]
+    dataset_name = plan.dataset_name
     try:
         data = load_dataset(dataset_name, data_dir=args.data_dir, download=not args.no_download)
     except DataError as exc:
@@ -77,6 +77,9 @@ def run_experiment(args: argparse.Namespace, plan: Plan, *, gpus_here: bool, gra
                 metric=space.metric, mode=space.mode, num_samples=plan.num_samples if space.design == "sample" else 1,
                 scheduler=_scheduler(plan, grace_period, reduction_factor), search_alg=_searcher(plan, args.seed),
                 max_concurrent_trials=args.max_concurrent, trial_dirname_creator=_trial_dirname,
+                # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
+                # set are imported and fetched once per worker, not once per trial.
+                reuse_actors=True,
             ),
             run_config=ray_tune.RunConfig(
                 name=name, storage_path=storage, storage_filesystem=filesystem,
@@ -200,7 +203,7 @@ def _write_state(filesystem, exp_path: str, args, plan: Plan, grace: int, reduct
                              for p in space.points()] if space.design != "sample" else None},
         "budget": plan.budget, "epochs": plan.epochs, "scheduler": plan.scheduler, "search": plan.search,
         "grace_period": grace, "reduction_factor": reduction, "num_trials": plan.num_trials,
-        "dataset": plan.dataset or space.config(plan.budget)["dataset"],
+        "dataset": plan.dataset_name,
         "resources": {"cpu": args.cpus_per_trial, "gpu": gpus_per_trial},
         "command": " ".join([PROG, *sys.argv[1:]]), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

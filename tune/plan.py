@@ -11,6 +11,7 @@ from typing import Any
 
 from ray import tune as ray_tune
 
+from cnnsearch.config import TrainConfig
 from search_spaces import DesignPoint, SearchSpace, SpaceError
 
 __all__ = ["Plan", "SEARCHES", "SCHEDULERS"]
@@ -43,6 +44,11 @@ class Plan:
     @property
     def epochs(self) -> int:
         return self.space.max_epochs(self.budget)
+
+    @property
+    def dataset_name(self) -> str:
+        """The data set every trial trains on (a space's base may leave it at TrainConfig's default)."""
+        return self.dataset or self.space.config(self.budget).get("dataset", TrainConfig.dataset)
 
     @property
     def num_trials(self) -> int:
@@ -93,9 +99,12 @@ class Plan:
                 lines.append(f"  {factor.name} ~ {drawn}")
             lines.append(f"{self.num_samples} draws by {self.search} search")
             return lines
+        base = self._override(self.space.config(self.budget, None, self.space.seeds[0]))
+        lines.append(f"base: {_compact(base)}")
         for i, (point, seed) in enumerate((p, s) for p in self.space.points() for s in self.space.seeds):
             config = self._override(self.space.config(self.budget, point, seed))
-            lines.append(f"  {i + 1:3d}. {point.label} seed={seed}: {_compact(config)}")
+            changed = {k: v for k, v in config.items() if k != "seed" and base.get(k) != v}
+            lines.append(f"  {i + 1:3d}. {point.label} seed={seed}" + (f": {_compact(changed)}" if changed else ""))
         return lines
 
 
@@ -113,6 +122,7 @@ def _domain(distribution: tuple[str, tuple]) -> Any:
 
 
 def _compact(config: dict[str, Any]) -> str:
-    keys = ("model", "dataset", "epochs", "batch_size", "train_subset", "width", "optimizer", "lr", "lr_schedule",
+    order = ("model", "dataset", "epochs", "batch_size", "train_subset", "width", "optimizer", "lr", "lr_schedule",
             "lr_decay", "stem_kernel", "stem_bn", "dropout", "blocks_per_stage", "weight_decay", "seed")
-    return " ".join(f"{k}={config[k]}" for k in keys if config.get(k) is not None)
+    keys = [k for k in order if k in config] + sorted(k for k in config if k not in order)
+    return " ".join(f"{k}={config[k]}" for k in keys if config[k] is not None)

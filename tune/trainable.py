@@ -6,6 +6,7 @@ resumes from `ray.tune.get_checkpoint()`.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -30,6 +31,8 @@ FAILURE_ENV = "CNNSEARCH_INJECT_FAILURE"
 
 def train_trial(params: dict[str, Any], data: Dataset) -> None:
     started_at = time.time()
+    # Tune logs a line per saved checkpoint, i.e. per epoch and trial: noise in the driver's console.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     config = TrainConfig.from_dict(trial_config(params))
     device = _claim_device()
     checkpoint = ray.tune.get_checkpoint()

@@ -52,7 +52,8 @@ def _batches(
             labels = split.labels[start : start + batch_size]
         else:
             index = order[start : start + batch_size]  # (B,)
-            images, labels = split.images[index], split.labels[index]
+            # index_select, not images[index]: the advanced-indexing kernel is ~10x slower on CPU
+            images, labels = split.images.index_select(0, index), split.labels.index_select(0, index)
         if augment is not None:
             images = augment(images, generator)
         yield images, labels

@@ -70,11 +70,9 @@ def read(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
     with f:
         try:
             return _read_open(f, key)
-        except (KeyError, TypeError, ValueError) as e:  # a header that parses but lacks what we wrote
-            _warn(f"the data cache {path} has an unreadable header ({type(e).__name__}: {e}); decoding again")
-            return None
-        except _Damaged as e:
-            _warn(f"the data cache {path} is damaged ({e}); decoding again and rewriting it")
+        except (_Damaged, KeyError, TypeError, ValueError) as e:  # the last three: a header that is not ours
+            detail = e if isinstance(e, _Damaged) else f"unreadable header, {type(e).__name__}: {e}"
+            _warn(f"the data cache {path} is damaged ({detail}); decoding again and rewriting it")
             return None
 
 
@@ -87,7 +85,12 @@ def write(paths: list[Path], key: str, tensors: dict[str, torch.Tensor], meta: d
             "key": key,
             "meta": meta,
             "tensors": [
-                {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "crc32": zlib.crc32(_bytes_view(t))}
+                {
+                    "name": name,
+                    "dtype": str(t.dtype).removeprefix("torch."),
+                    "shape": list(t.shape),
+                    "crc32": zlib.crc32(_bytes_view(t)),
+                }
                 for name, t in tensors.items()
             ],
         }
@@ -149,8 +152,9 @@ def _write_atomically(path: Path, header: bytes, tensors: dict[str, torch.Tensor
     # one, and a writer killed midway leaves only a temp file that never carries the cache's name.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".tensors")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a cache is as readable as the data
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file private; give it its folder's read/write bits, which the umask shaped
+            os.fchmod(f.fileno(), path.parent.stat().st_mode & 0o666)
             f.write(_PREAMBLE.pack(_MAGIC, len(header), zlib.crc32(header)))
             f.write(header)
             for tensor in tensors.values():
@@ -179,12 +183,6 @@ def _prepare_folder(folder: Path) -> bool:
             if now - stale.stat().st_mtime > _STALE_TEMP_S:
                 stale.unlink()
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _bytes_view(tensor: torch.Tensor) -> memoryview:

@@ -5,11 +5,13 @@ Every reader raises DataError (one line, naming the file) for a file it cannot u
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
 import pickle
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from .types import DataError
 # The suffixes torchvision's ImageFolder accepts; anything else in a class folder (.DS_Store, notes) is skipped.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
+FileStat = tuple[str, int, int]  # (path, size in bytes, mtime in ns)
 _DECODE_CHUNK = 4096  # files per batched decode_jpeg call: bounds the list of encoded buffers held at once
 
 
@@ -109,20 +112,26 @@ def read_idx(path: Path) -> np.ndarray:
 # --- folders of image files ------------------------------------------------------------------------------------
 
 
-def list_class_folder(split_dir: Path) -> dict[str, list[os.DirEntry]]:
-    """Image files per class folder of `split_dir`: class name -> its files sorted by name; hidden entries skipped.
+def list_class_folder(split_dir: Path) -> dict[str, list[FileStat]]:
+    """Image files per class folder of `split_dir`: class name -> its files, sorted by name; hidden entries skipped.
 
-    os.scandir rather than pathlib: listing and stat-ing CIFAR-10's 60,000 files is on the cache-hit path.
+    Plain os.scandir and tuples rather than pathlib: listing and stat-ing CIFAR-10's 60,000 files is most of a
+    cache hit's time.
     """
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} is not a folder")
     with os.scandir(split_dir) as entries:
-        class_dirs = sorted((e for e in entries if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+        class_dirs = sorted((e.name, e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
     files = {}
-    for class_dir in class_dirs:
-        with os.scandir(class_dir.path) as entries:
-            images = [e for e in entries if _is_image_name(e.name) and e.is_file()]
-        files[class_dir.name] = sorted(images, key=lambda e: e.name)
+    for name, path in class_dirs:
+        found = []
+        with os.scandir(path) as entries:
+            for e in entries:
+                if _is_image_name(e.name) and e.is_file():
+                    st = e.stat()
+                    found.append((e.path, st.st_size, st.st_mtime_ns))
+        found.sort()
+        files[name] = found
     return files
 
 
@@ -132,7 +141,8 @@ def _is_image_name(name: str) -> bool:
 
 def probe_mode(path: str | Path) -> ImageReadMode:
     """GRAY when the image at `path` has one channel (plus maybe alpha), else RGB."""
-    channels = _decode_one(path, _read_bytes(path), ImageReadMode.UNCHANGED).shape[0]
+    with _torchvision_decoders():
+        channels = _decode_one(path, _read_bytes(path), ImageReadMode.UNCHANGED).shape[0]
     return ImageReadMode.GRAY if channels in (1, 2) else ImageReadMode.RGB
 
 
@@ -145,18 +155,28 @@ def decode_files(paths: Sequence[str | Path], mode: ImageReadMode) -> torch.Tens
     if not paths:
         raise DataError("no image files to decode")
     decoded: list[torch.Tensor] = []  # each (C, H, W) uint8
-    for start in range(0, len(paths), _DECODE_CHUNK):
-        chunk = paths[start : start + _DECODE_CHUNK]
-        buffers = [_read_bytes(p) for p in chunk]
-        if all(str(p).lower().endswith(_JPEG_SUFFIXES) for p in chunk):
-            try:
-                decoded.extend(decode_jpeg(buffers, mode=mode))
-                continue
-            except RuntimeError:
-                pass  # a bad or mislabelled file: decode one by one below to name it
-        decoded.extend(_decode_one(p, b, mode) for p, b in zip(chunk, buffers))
+    with _torchvision_decoders():
+        for start in range(0, len(paths), _DECODE_CHUNK):
+            chunk = paths[start : start + _DECODE_CHUNK]
+            buffers = [_read_bytes(p) for p in chunk]
+            if all(str(p).lower().endswith(_JPEG_SUFFIXES) for p in chunk):
+                try:
+                    decoded.extend(decode_jpeg(buffers, mode=mode))
+                    continue
+                except RuntimeError:
+                    pass  # a bad or mislabelled file: decode one by one below to name it
+            decoded.extend(_decode_one(p, b, mode) for p, b in zip(chunk, buffers))
     _check_one_size(paths, decoded)
     return torch.stack(decoded)
+
+
+@contextlib.contextmanager
+def _torchvision_decoders() -> Iterator[None]:
+    # torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call (60,000 times
+    # for CIFAR-10). They still work, and TorchCodec is not a dependency, so silence just that warning here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+        yield
 
 
 def _read_bytes(path: str | Path) -> torch.Tensor:
@@ -172,7 +192,9 @@ def _decode_one(path: str | Path, data: torch.Tensor, mode: ImageReadMode) -> to
     if len(data) == 0:
         raise DataError(f"cannot decode image {path}: the file is empty")
     try:
-        return decode_image(data, mode=mode)
+        image = decode_image(data, mode=mode)
+        # 16-bit PNGs decode to uint16: keep the high byte
+        return image if image.dtype == torch.uint8 else (image.to(torch.int32) >> 8).to(torch.uint8)
     except RuntimeError:
         pass  # not a format torchvision decodes natively; PIL knows more
     try:

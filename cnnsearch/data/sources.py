@@ -41,6 +41,9 @@ class Decoded:
     default_augment: bool
 
 
+Stamp = tuple[str, int, int]  # (path relative to the source root, size in bytes, mtime in ns)
+
+
 @dataclass(frozen=True)
 class Source:
     """A data set found on disk, not yet decoded."""
@@ -50,9 +53,6 @@ class Source:
     root: Path  # the folder holding the data; the cache goes beside it
     stamps: tuple[Stamp, ...]  # one per file that decoding reads; they key the cache
     decode: Callable[[], Decoded]
-
-
-Stamp = tuple[str, int, int]  # (path relative to the source root, size in bytes, mtime in ns)
 
 
 def _stamps(root: Path, paths: list[Path]) -> tuple[Stamp, ...]:
@@ -78,7 +78,9 @@ def locate(name: str, root: Path, *, download: bool, progress: bool) -> Source:
     tried = " and ".join(str(root / p) for p in builtin.looked_for)
     fix = f"pass --data-dir DIR holding {' or '.join(builtin.looked_for)}, or set CNNSEARCH_DATA_DIR"
     if not download:
-        raise DataError(f"{builtin.name} not found: looked for {tried}, and downloading is off; {fix}, or allow downloads")
+        raise DataError(
+            f"{builtin.name} not found: looked for {tried}, and downloading is off; {fix}, or turn downloading on"
+        )
     try:
         with _quiet(not progress), _socket_timeout(_DOWNLOAD_TIMEOUT_S):
             builtin.download(str(root))
@@ -145,7 +147,12 @@ def _decode_cifar_pickles(train: list[Path], test: list[Path], label_key: str, c
 
 # --- MNIST ---------------------------------------------------------------------------------------------------
 
-_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_MNIST_FILES = (  # train images, train labels, test images, test labels; each may also be .gz
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 def _find_mnist(root: Path) -> Source | None:
@@ -208,15 +215,15 @@ def _image_tree_source(name: str, layout: str, root: Path, tree: Path, classes: 
     if not any(test.values()):
         raise DataError(f"{name}: {tree / 'test'} holds no image files")
 
-    entries, labels_list = [], []  # train files first, then test files; class by class, by name within a class
+    listed, labels_list = [], []  # train files first, then test files; class by class, by name within a class
     for split in (train, test):
         for label, cls in enumerate(classes):
-            entries += split.get(cls, ())
+            listed += split.get(cls, ())
             labels_list += [label] * len(split.get(cls, ()))
     n_train = sum(len(files) for files in train.values())
-    files = [e.path for e in entries]
-    prefix = len(str(root)) + 1  # entry paths start with root/: strip it so moving the data keeps the key
-    stamps = tuple((e.path[prefix:], (st := e.stat()).st_size, st.st_mtime_ns) for e in entries)
+    files = [path for path, _, _ in listed]
+    prefix = len(os.path.join(root, ""))  # listed paths start with root/: strip it, so moving the data keeps the key
+    stamps = tuple((path[prefix:], size, mtime) for path, size, mtime in listed)
 
     def decode() -> Decoded:
         # The first training image decides grey or colour; every other image is converted to match.

@@ -22,10 +22,10 @@ def split_train_val(
     the same splits, val does not depend on `train_subset`, and a smaller subset is contained in a larger one.
     Both splits keep the original order and the device of dataset.train.
     """
-    if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+    if not _is_count(val_size, minimum=0):
         raise ValueError(f"val_size must be a whole number of images >= 0, got {val_size!r}")
-    if train_subset is not None and (isinstance(train_subset, bool) or not isinstance(train_subset, int) or train_subset < 1):
-        raise ValueError(f"train_subset must be a number of images per class >= 1 (or None for all), got {train_subset!r}")
+    if train_subset is not None and not _is_count(train_subset, minimum=1):
+        raise ValueError(f"train_subset must be a number of images per class >= 1 (None: all), got {train_subset!r}")
 
     labels = dataset.train.labels.cpu()  # (N,)
     generator = torch.Generator().manual_seed(seed)
@@ -55,6 +55,10 @@ def split_train_val(
     val_idx = torch.cat([idx[:v] for idx, v in zip(by_class, val_counts)])
     train_idx = torch.cat([idx[v : v + t] for idx, v, t in zip(by_class, val_counts, train_counts)])
     return _take(dataset.train, train_idx), _take(dataset.train, val_idx)
+
+
+def _is_count(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def _shuffled(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

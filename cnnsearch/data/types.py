@@ -68,7 +68,8 @@ class Dataset:
         if h != w:
             raise ValueError(f"{self.name}: images must be square, got H={h}, W={w}")
         if len(self.mean) != c or len(self.std) != c:
-            raise ValueError(f"{self.name}: need one mean and std per channel ({c}), got {len(self.mean)}, {len(self.std)}")
+            got = f"{len(self.mean)} and {len(self.std)}"
+            raise ValueError(f"{self.name}: need {c} means and stds (one per channel), got {got}")
         if not self.classes:
             raise ValueError(f"{self.name}: no classes")
         for split_name, split in (("train", self.train), ("test", self.test)):

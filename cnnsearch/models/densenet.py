@@ -53,7 +53,7 @@ def _last_side(image_size: int, stem_kernel: int, num_transitions: int) -> int:
 
 
 class DenseNet(nn.Module):
-    """stem -> dense block -> transition -> ... -> dense block -> BN -> ReLU -> pool -> (dropout) -> Linear."""
+    """stem -> (dense block -> transition) x 3 -> dense block -> BN -> ReLU -> pool -> (dropout) -> Linear."""
 
     def __init__(
         self,

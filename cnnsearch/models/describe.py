@@ -17,7 +17,7 @@ def describe_model(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[
     train/eval mode of every submodule is restored afterwards.
     """
     if len(input_shape) != 3 or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in input_shape):
-        raise ValueError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}")
+        raise ValueError(f"input_shape must be (channels, height, width), positive ints; got {input_shape!r}")
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -151,6 +151,8 @@ def init_weights(model: nn.Module) -> None:
 
     Linear layers keep PyTorch's default init, as in torchvision's ResNet.
     """
+    if any(p.is_meta for p in model.parameters()):
+        return  # built on the meta device to validate options: there are no values to initialise
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -1,7 +1,7 @@
 """MobileNet v1 (Howard et al. 2017) and v2 (Sandler et al. 2018) with CIFAR strides.
 
 As in kuangliu/pytorch-cifar, the stem and the early stages keep stride 1 so a 32x32 image is not
-shrunk to 1x1: v1 and v2 both downsample 16x in total instead of 32x. `width` is the usual width
+shrunk to 1x1: v1 downsamples 16x in total and v2 8x, instead of ImageNet's 32x. `width` is the usual width
 multiplier (channels rounded to a multiple of 8, torchvision's `_make_divisible`); v2's last 1x1
 conv keeps 1280 channels for width < 1, as in the paper and torchvision.
 """

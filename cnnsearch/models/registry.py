@@ -35,7 +35,9 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
         missing = [arg for arg in _DATA_ARGS if arg not in params]
         positional = [p.name for p in params.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         no_default = [
-            p.name for p in params.values() if p.name not in _DATA_ARGS and p.default is inspect.Parameter.empty
+            p.name
+            for p in params.values()
+            if p.name not in _DATA_ARGS and p.default is inspect.Parameter.empty
         ]
         if missing or positional or no_default:
             raise TypeError(

@@ -1,0 +1,359 @@
+"""Read an experiment folder that `tune.run` wrote into two tidy tables: `trials` and `epochs`.
+
+The folder may be a local path or any pyarrow filesystem URI (file://, s3://, gs://, ...). Only files
+are trusted, never folder names: `cnnsearch.json` says what the study was, each trial folder's
+`params.json` what the trial ran and `result.json` (one JSON line per epoch) what it measured.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from pyarrow import fs as pafs
+
+from .levels import factor_keys, factor_levels, is_continuous, level_key, level_labels
+
+__all__ = ["Experiment", "ExperimentError", "SkippedTrialWarning", "load_experiment", "METRICS", "STATE_FILE"]
+
+STATE_FILE = "cnnsearch.json"
+CHECKPOINT_FILE = "state.pt"
+METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+_HIGHER_IS_BETTER = {"val_acc": True, "train_acc": True, "val_loss": False, "train_loss": False}
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s",
+                 "time_total_s", "status")
+# Tune's own trial status (experiment_state-*.json) -> ours, for trials without a final row.
+_TUNE_STATUS = {"TERMINATED": "stopped", "ERROR": "error", "RUNNING": "unfinished", "PENDING": "unfinished",
+                "PAUSED": "unfinished"}
+_TRIAL_FILES = ("params.json", "result.json", "progress.csv")
+
+
+class ExperimentError(ValueError):
+    """A folder that is not a readable experiment; the message is one line."""
+
+
+class SkippedTrialWarning(UserWarning):
+    """A trial folder that could not be read (half-written, deleted files); it is left out."""
+
+
+@dataclass
+class Experiment:
+    """One experiment: its `cnnsearch.json` (`state`), the `trials` table (one row per trial) and the
+    `epochs` table (one row per trial and reported epoch). `skipped` names the unreadable trial folders."""
+
+    path: str
+    state: dict[str, Any]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # trial_id -> flat TrainConfig dict
+    filesystem: pafs.FileSystem | None = field(default=None, repr=False)
+    root: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.root.rstrip("/").rsplit("/", 1)[-1] or self.path
+
+    @property
+    def space(self) -> dict[str, Any]:
+        return self.state["space"]
+
+    @property
+    def design(self) -> str:
+        return self.space["design"]
+
+    @property
+    def metric(self) -> str:
+        return self.space.get("metric", "val_acc")
+
+    @property
+    def mode(self) -> str:
+        return self.space.get("mode") or ("max" if _HIGHER_IS_BETTER.get(self.metric, True) else "min")
+
+    @property
+    def factors(self) -> list[dict[str, Any]]:
+        return list(self.space.get("factors") or [])
+
+    @property
+    def max_epochs(self) -> int:
+        return int(self.state["epochs"])
+
+    @property
+    def scheduler(self) -> str:
+        return self.state.get("scheduler", "fifo")
+
+    @property
+    def dataset(self) -> str:
+        return self.state.get("dataset") or self.space["base"].get("dataset", "cifar10")
+
+    def factor(self, name: str) -> dict[str, Any] | None:
+        """The factor `name` as cnnsearch.json stores it, or None."""
+        return next((f for f in self.factors if f["name"] == name), None)
+
+    def varied(self) -> list[str]:
+        """Factors the loaded trials actually vary: two or more levels present (or a continuous draw)."""
+        out = []
+        for f in self.factors:
+            if f["name"] in self.trials and self.trials[f["name"]].nunique(dropna=True) > 1:
+                out.append(f["name"])
+        return out
+
+    def read_checkpoint(self, trial_id: str) -> dict[str, Any]:
+        """The latest-epoch engine checkpoint of a trial (`cnnsearch.engine.load_checkpoint`'s dict)."""
+        from cnnsearch.engine import load_checkpoint
+
+        row = self.trials.set_index("trial_id").loc[trial_id]
+        path = row["checkpoint"]
+        if not isinstance(path, str) or not path:
+            raise ExperimentError(f"trial {row['folder']} has no checkpoint")
+        if self.filesystem is None or self.filesystem.type_name == "local":
+            return load_checkpoint(path)
+        with tempfile.TemporaryDirectory() as folder:  # torch.load needs a seekable local file
+            local = os.path.join(folder, CHECKPOINT_FILE)
+            with self.filesystem.open_input_stream(path) as src, open(local, "wb") as dst:
+                dst.write(src.read())
+            return load_checkpoint(local)
+
+
+def load_experiment(path: str | os.PathLike) -> Experiment:
+    """Read experiment folder `path` (a local path or a pyarrow URI such as file:///..., s3://...).
+
+    A trial folder that cannot be read (no or broken params.json, a result.json that is missing, empty
+    or has a line that is not JSON) is left out with a `SkippedTrialWarning` naming it. Raises
+    ExperimentError (one line) for a folder that does not exist, is not a cnnsearch experiment, or has
+    no readable trial.
+    """
+    text = os.fspath(path)
+    filesystem, root = _filesystem(text)
+    info = filesystem.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise ExperimentError(f"{text}: no such experiment folder")
+    state_path = f"{root}/{STATE_FILE}"
+    if filesystem.get_file_info(state_path).type != pafs.FileType.File:
+        raise ExperimentError(f"{text}: not an experiment folder written by `python -m tune.run` (no {STATE_FILE})")
+    try:
+        state = json.loads(_read(filesystem, state_path))
+    except ValueError as exc:
+        raise ExperimentError(f"{text}: {STATE_FILE} is not JSON ({exc})") from None
+    if not (isinstance(state, dict) and isinstance(state.get("space"), dict) and "factors" in state["space"]
+            and "epochs" in state):
+        raise ExperimentError(f"{text}: {STATE_FILE} lacks space.factors or epochs; was it written by tune.run?")
+
+    tune_status = _tune_statuses(filesystem, root)
+    trial_rows, epoch_rows, skipped, configs = [], [], [], {}
+    entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=False))
+    for entry in sorted((e for e in entries if e.type == pafs.FileType.Directory), key=lambda e: e.base_name):
+        if entry.base_name.startswith("."):
+            continue
+        files = {f.base_name: f for f in filesystem.get_file_info(pafs.FileSelector(entry.path, recursive=False))}
+        if not any(name in files for name in _TRIAL_FILES):
+            continue  # not a trial folder (e.g. an analysis output folder)
+        try:
+            trial, rows, config = _read_trial(filesystem, entry.path, files, state, tune_status)
+        except _BrokenTrial as exc:
+            skipped.append(f"{entry.base_name}: {exc}")
+            warnings.warn(f"skipping trial folder {entry.base_name}: {exc}", SkippedTrialWarning, stacklevel=2)
+            continue
+        trial_rows.append(trial)
+        epoch_rows.extend(rows)
+        configs[trial["trial_id"]] = config
+    if not trial_rows:
+        extra = f" ({len(skipped)} unreadable)" if skipped else ""
+        raise ExperimentError(f"{text}: no readable trial folders{extra}; did the experiment start?")
+    trials = _trials_frame(trial_rows, state)
+    epochs = _epochs_frame(epoch_rows, trials, state)
+    return Experiment(path=text, state=state, trials=trials, epochs=epochs, skipped=skipped, configs=configs,
+                      filesystem=filesystem, root=root)
+
+
+# ------------------------------------------------------------------------------------------ files
+def _filesystem(text: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in text:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(text)
+    except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
+        raise ExperimentError(f"{text}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
+    return filesystem, root.rstrip("/")
+
+
+def _read(filesystem: pafs.FileSystem, path: str) -> str:
+    with filesystem.open_input_stream(path) as f:
+        return f.read().decode("utf-8")
+
+
+def _tune_statuses(filesystem: pafs.FileSystem, root: str) -> dict[str, str]:
+    """trial_id -> Tune's status (TERMINATED, ERROR, RUNNING, ...) from the newest experiment_state
+    file. Tune's private format: best effort, empty when it cannot be read."""
+    try:
+        entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=False))
+        names = sorted(e.path for e in entries if re.fullmatch(r"experiment_state-.*\.json", e.base_name))
+        if not names:
+            return {}
+        data = json.loads(_read(filesystem, names[-1]))
+        out = {}
+        for item in data.get("trial_data", []):
+            trial = json.loads(item[0]) if isinstance(item, list) else item
+            out[trial["trial_id"]] = trial["status"]
+        return out
+    except Exception:  # a half-written or newer-format state file: statuses then come from the rows alone
+        return {}
+
+
+class _BrokenTrial(Exception):
+    pass
+
+
+def _search_spaces():
+    """(trial_config, TRAIN_KEYS). Imported on use, not at the top: search_spaces imports torch (it
+    validates models), which a folder that is not an experiment should not have to wait for."""
+    from search_spaces import trial_config
+    from search_spaces.schema import TRAIN_KEYS
+
+    return trial_config, TRAIN_KEYS
+
+
+def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: dict[str, str]):
+    trial_config, train_keys = _search_spaces()
+    name = folder.rstrip("/").rsplit("/", 1)[-1]
+    if "params.json" not in files:
+        raise _BrokenTrial("no params.json")
+    try:
+        params = json.loads(_read(filesystem, files["params.json"].path))
+        config = trial_config(params)
+    except (ValueError, TypeError) as exc:
+        raise _BrokenTrial(f"params.json unreadable ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})")
+    if "result.json" not in files:
+        raise _BrokenTrial("no result.json (the trial reported no epoch)")
+    rows = []
+    for number, line in enumerate(_read(filesystem, files["result.json"].path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise _BrokenTrial(f"result.json line {number} is not JSON (half-written?)") from None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise _BrokenTrial(f"result.json line {number} has no epoch number")
+        rows.append(row)
+    if not rows:
+        raise _BrokenTrial("result.json is empty")
+    by_epoch = {int(r["epoch"]): r for r in rows}  # a restored trial may re-report an epoch: keep the last
+    rows = [by_epoch[e] for e in sorted(by_epoch)]
+
+    trial_id = str(rows[-1].get("trial_id") or name)
+    last = rows[-1]
+    epochs, planned = len(rows), int(config.get("epochs", state["epochs"]))
+    status = str(last.get("status", "running"))
+    if status not in ("completed", "diverged"):
+        if "error.txt" in files:
+            status = "error"
+        else:
+            status = _TUNE_STATUS.get(tune_status.get(trial_id, ""),
+                                      "stopped" if state.get("scheduler") == "asha" else "unfinished")
+    asha = state.get("scheduler") == "asha"
+    point = params.get("design_point") if isinstance(params.get("design_point"), dict) else None
+
+    trial: dict[str, Any] = {
+        "trial_id": trial_id, "folder": name,
+        "label": point["label"] if point else None,
+        "design_factor": point["factor"] if point else None,
+        "seed": int(config.get("seed", 0)),
+    }
+    trial.update(_factor_values(config, state, train_keys))
+    metric = state["space"].get("metric", "val_acc")
+    higher = state["space"].get("mode", "max") == "max"
+    scored = [r for r in rows if _finite(r.get(metric))]
+    best = (max if higher else min)(scored, key=lambda r: r[metric]) if scored else None
+    trial.update({
+        "status": status,
+        "stopped_early": bool(asha and epochs < planned and status != "diverged"),
+        "epochs": epochs, "max_epochs": planned,
+        "best_epoch": int(best["epoch"]) if best else None,
+    })
+    for m in METRICS:
+        values = [r[m] for r in rows if _finite(r.get(m))]
+        trial[f"best_{m}"] = (max if _HIGHER_IS_BETTER[m] else min)(values) if values else float("nan")
+        trial[f"last_{m}"] = last.get(m, float("nan"))
+    trial.update({
+        "wall_time_s": float(last.get("time_total_s", float("nan"))),
+        "train_time_s": float(sum(r.get("epoch_time_s", 0.0) for r in rows)),
+        "device": last.get("device"),
+        "cpu": state.get("resources", {}).get("cpu"), "gpu": state.get("resources", {}).get("gpu"),
+        "checkpoint": _latest_checkpoint(filesystem, files),
+    })
+    trial.update({f"config/{k}": (level_key(v) if isinstance(v, (list, dict)) else v) for k, v in config.items()})
+    epoch_rows = [{"trial_id": trial_id, **{c: r.get(c) for c in EPOCH_COLUMNS}} for r in rows]
+    return trial, epoch_rows, config
+
+
+def _factor_values(config: dict[str, Any], state: dict, train_keys: tuple[str, ...]) -> dict[str, Any]:
+    """Each factor's level in this trial, read from the effective config (so one design's encoding
+    of a point does not matter): a level key, or the drawn number for a continuous factor."""
+    out = {}
+    for factor in state["space"]["factors"]:
+        keys = factor_keys(factor, train_keys)
+        if factor["name"] in train_keys:
+            value = config.get(factor["name"])
+            out[factor["name"]] = value if is_continuous(factor) else level_key(value)
+        else:
+            out[factor["name"]] = level_key({k: config.get(k) for k in keys})
+    return out
+
+
+def _latest_checkpoint(filesystem, files: dict) -> str | None:
+    for name in sorted((n for n in files if n.startswith("checkpoint_")), reverse=True):
+        path = f"{files[name].path}/{CHECKPOINT_FILE}"
+        if filesystem.get_file_info(path).type == pafs.FileType.File:
+            return path
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
+def _trials_frame(rows: list[dict], state: dict) -> pd.DataFrame:
+    _, train_keys = _search_spaces()
+    trials = pd.DataFrame(rows)
+    if trials["label"].isna().all():  # grid and sample designs: label by the factor values
+        trials["label"] = [_label(row, state, train_keys) for _, row in trials.iterrows()]
+    factors = state["space"]["factors"]
+    # The space's order: the base point, then (one at a time) each factor's points, levels in order.
+    position = {f["name"]: i for i, f in enumerate(factors)}
+    sort_keys = [trials["design_factor"].map(lambda f: position.get(f, -1) if isinstance(f, str) else -1)]
+    for factor in factors:
+        levels = factor_levels(factor)
+        if levels is not None:
+            sort_keys.append(trials[factor["name"]].map({lv: i for i, lv in enumerate(levels)}))
+    trials = trials.assign(**{f"_k{i}": k for i, k in enumerate(sort_keys)})
+    trials = trials.sort_values([f"_k{i}" for i in range(len(sort_keys))] + ["seed", "trial_id"], kind="stable")
+    return trials.drop(columns=[f"_k{i}" for i in range(len(sort_keys))]).reset_index(drop=True)
+
+
+def _label(row: pd.Series, state: dict, train_keys: tuple[str, ...]) -> str:
+    parts = []
+    for factor in state["space"]["factors"]:
+        value = row[factor["name"]]
+        if is_continuous(factor):
+            parts.append(f"{factor['name']}={value:.3g}")
+            continue
+        label = level_labels(factor).get(value, value)
+        parts.append(label if factor["name"] not in train_keys else f"{factor['name']}={label}")
+    return ",".join(parts) or "base"
+
+
+def _epochs_frame(rows: list[dict], trials: pd.DataFrame, state: dict) -> pd.DataFrame:
+    # Factor levels stay in `trials` (join on trial_id): a factor may share a name with an epoch
+    # column (`lr` is also the learning rate an epoch ran at).
+    keys = ["trial_id", "label", "design_factor", "seed"]
+    epochs = pd.DataFrame(rows).merge(trials[keys], on="trial_id", how="left")
+    epochs = epochs[[*keys, *EPOCH_COLUMNS]]
+    order = {t: i for i, t in enumerate(trials["trial_id"])}
+    return epochs.sort_values(["trial_id", "epoch"], key=lambda s: s.map(order) if s.name == "trial_id" else s,
+                              kind="stable").reset_index(drop=True)

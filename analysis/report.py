@@ -1,0 +1,274 @@
+"""`report.md` for an experiment: claims and verdicts first, then a section per factor with its
+figures, the learning-curve, ASHA, best-trial and importance figures, and the cost. Beside it:
+figures/*.png, trials.csv and epochs.csv."""
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .best import evaluate_best
+from .budget import asha_rungs, cost
+from .claims import ClaimSet, check_claims, default_claims_file, load_claims, verdicts_table
+from .curves import critical_epochs
+from .comparisons import level_effects
+from .figures import plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_overfitting
+from .levels import is_continuous, level_label, level_labels
+from .load import Experiment
+from .stats import CONFIDENCE, N_RESAMPLES
+
+__all__ = ["write_report"]
+
+FEW_SEEDS = 5  # below this many trials per group the bootstrap interval is coarse and tends to be narrow
+
+
+def write_report(experiment: Experiment, out: str | Path, *, claims: ClaimSet | str | Path | None = None,
+                 test: bool = True, data_dir: str | None = None, download: bool = True,
+                 n_resamples: int = N_RESAMPLES) -> Path:
+    """Write the report of `experiment` into folder `out` and return the path of report.md.
+
+    claims: a ClaimSet, a claims file, or None for `analysis/claims/<space name>.yaml` when it exists.
+    test: evaluate the best trial on the test split (confusion matrix); needs the data set.
+    Raises ClaimsError for a claims file that does not fit the experiment, DataError for missing data."""
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    metric = experiment.metric
+    claim_set = _claims(experiment, claims)
+    verdicts = check_claims(experiment, claim_set, n_resamples=n_resamples) if claim_set is not None else []
+
+    experiment.trials.to_csv(out / "trials.csv", index=False)
+    experiment.epochs.to_csv(out / "epochs.csv", index=False)
+
+    lines = [f"# {experiment.name}: {experiment.space.get('description', experiment.space['name'])}", "",
+             _summary(experiment), ""]
+    lines += _claims_section(verdicts, claim_set, experiment, n_resamples)
+    smallest = None
+    for factor in experiment.varied():
+        spec = experiment.factor(factor)
+        if is_continuous(spec):
+            continue
+        table = level_effects(experiment, factor, n_resamples=n_resamples)
+        if not len(table):
+            continue
+        smallest = min(smallest or 10**9, int(table["n"].min()))
+        stem = _file_stem(factor)
+        plot_level_curves(experiment, factor, figures / f"curves_{stem}.png")
+        labels = level_labels(spec)
+        table = table.assign(level=table["level"].map(lambda k: labels.get(k, k)),
+                             reference=table["reference"].map(lambda k: labels.get(k, k)))
+        plot_level_effects(table, figures / f"levels_{stem}.png", metric=metric)
+        lines += _factor_section(factor, table, [v for v in verdicts if v.claim.factor == factor], metric, stem)
+    if smallest is not None and smallest < FEW_SEEDS:
+        lines += [f"_With {smallest} trial(s) in the smallest group, the bootstrap has few distinct resamples: its "
+                  f"intervals are coarse and tend to be too narrow. Run {FEW_SEEDS} or more seeds before trusting a "
+                  "`reproduced`._", ""]
+    lines += _overfitting_section(experiment, figures)
+    lines += _asha_section(experiment, figures)
+    lines += _best_section(experiment, figures, test=test, data_dir=data_dir, download=download)
+    lines += _importance_section(experiment, figures)
+    lines += _cost_section(experiment)
+    path = out / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _claims(experiment: Experiment, claims) -> ClaimSet | None:
+    if isinstance(claims, ClaimSet):
+        return claims
+    if claims is not None:
+        return load_claims(claims)
+    default = default_claims_file(experiment.space["name"])
+    return load_claims(default) if default is not None else None
+
+
+# ---------------------------------------------------------------------------------------- markdown
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", "<br>")
+
+
+def _md_table(frame: pd.DataFrame) -> list[str]:
+    header = "| " + " | ".join(_cell(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    return [header, rule, *("| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False))]
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _scale(metric: str) -> tuple[float, str]:
+    return (100.0, "%") if metric.endswith("acc") else (1.0, "")
+
+
+def _num(value: Any, digits: int = 2, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _ci(low: float, high: float, k: float, sign: bool = True) -> str:
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "CI n/a"
+    return f"[{_num(k * low, sign=sign)}, {_num(k * high, sign=sign)}]"
+
+
+def _summary(experiment: Experiment) -> str:
+    state = experiment.state
+    space = experiment.space
+    seeds = ", ".join(map(str, space.get("seeds", [])))
+    scheduler = (f"ASHA (grace {state.get('grace_period')}, keep 1/{state.get('reduction_factor')} per rung)"
+                 if experiment.scheduler == "asha" else experiment.scheduler.upper())
+    text = (f"Space `{space['name']}` ({space.get('source') or 'no source'}), design {experiment.design}, budget "
+            f"{state.get('budget')}, {len(experiment.trials)} trials loaded of {state.get('num_trials', '?')}, "
+            f"seeds {seeds}, up to {experiment.max_epochs} epochs, {scheduler}, search {state.get('search')}, "
+            f"data {experiment.dataset}, metric {experiment.metric} ({experiment.mode}). "
+            f"Run: `{state.get('command', '?')}` ({state.get('created', '?')}); folder `{experiment.path}`. "
+            f"Report written {time.strftime('%Y-%m-%d %H:%M')}.")
+    if experiment.skipped:
+        text += "\n\nSkipped (unreadable) trial folders: " + "; ".join(f"`{s}`" for s in experiment.skipped) + "."
+    return text
+
+
+def _claims_section(verdicts, claim_set: ClaimSet | None, experiment: Experiment, n_resamples: int) -> list[str]:
+    lines = ["## Claims", ""]
+    if claim_set is None:
+        return lines + [f"No claims file for space `{experiment.space['name']}` "
+                        "(pass `--claims FILE`; see analysis/README.md).", ""]
+    if not verdicts:
+        return lines + [f"`{claim_set.file}` holds no claims.", ""]
+    table = verdicts_table(verdicts)
+    unit = "%" if claim_set.metric.endswith("acc") else ""
+    shown = pd.DataFrame({
+        "claim": [f"**{r.claim}** ({r.source}): {r.statement}" for r in table.itertuples()],
+        f"report's value ({claim_set.metric}{', ' + unit if unit else ''})": table["reported"],
+        f"our value (mean, diff with {CONFIDENCE:.0%} CI)": table["measured"].str.replace("; ", "<br>", regex=False),
+        "verdict": [f"**{v}**" + (f"<br>{n}" if n else "") for v, n in zip(table["verdict"], table["note"])],
+    })
+    counts = table["verdict"].value_counts()
+    lines += _md_table(shown) + [""]
+    lines += [f"From `{claim_set.file}`: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
+                                                         ("reproduced", "contradicted", "inconclusive", "not tested")) + ".",
+              "",
+              f"Each adjacent pair of a claimed order is compared at the largest epoch every trial of both levels "
+              f"reached (ASHA stops weak trials early, so last values are not comparable); the interval is a "
+              f"{CONFIDENCE:.0%} percentile bootstrap over seeds ({n_resamples:,} resamples). `reproduced`: every pair's "
+              f"interval excludes 0 in the claimed direction; `contradicted`: some pair's excludes 0 the other way; "
+              f"`inconclusive`: otherwise (also with one seed, where no interval exists). The reports' values are "
+              f"single runs of the full recipe; ours come from this experiment's budget, so compare orderings, "
+              f"not levels.", ""]
+    return lines
+
+
+def _factor_section(factor: str, table: pd.DataFrame, verdicts, metric: str, stem: str) -> list[str]:
+    k, unit = _scale(metric)
+    reference = table["reference"].iloc[0]
+    shown = pd.DataFrame({
+        "level": table["level"], "epoch": table["epoch"], "trials": table["n"],
+        f"mean {metric}{' (' + unit + ')' if unit else ''} [{CONFIDENCE:.0%} CI]":
+            [f"{_num(k * m)} {_ci(lo, hi, k, sign=False)}" for m, lo, hi in zip(table["mean"], table["mean_low"], table["mean_high"])],
+        f"diff vs {reference} [{CONFIDENCE:.0%} CI]":
+            ["(reference)" if lv == reference else f"{_num(k * d, sign=True)} {_ci(lo, hi, k)}"
+             for lv, d, lo, hi in zip(table["level"], table["diff"], table["diff_low"], table["diff_high"])],
+        "rank": table["rank"],
+    })
+    lines = [f"## Factor: {factor}", ""] + _md_table(shown) + [""]
+    for v in verdicts:
+        lines += [f"Claim {v.claim.text} ({v.claim.source}): **{v.verdict}**" + (f" ({v.note})" if v.note else "") + ".", ""]
+    lines += [f"![learning curves per level of {factor}](figures/curves_{stem}.png)", "",
+              f"![{factor}: mean per level with CI](figures/levels_{stem}.png)", ""]
+    return lines
+
+
+def _overfitting_section(experiment: Experiment, figures: Path) -> list[str]:
+    table = critical_epochs(experiment)
+    plot_overfitting(experiment, figures / "overfitting.png")
+    shown = pd.DataFrame({
+        "point": table["label"], "trials": table["trials"], "epochs": table["epochs"],
+        "critical epoch": [("n/a (still falling)" if pd.isna(c) else int(c)) for c in table["critical_epoch"]],
+        "min val loss": [_num(v, 3) for v in table["min_val_loss"]],
+        "last val loss": [_num(v, 3) for v in table["last_val_loss"]],
+        "last train loss": [_num(v, 3) for v in table["last_train_loss"]],
+    })
+    return (["## Over-fitting: the critical epoch", "",
+             "The epoch after which the mean validation loss rises (report A's \"critical epoch\"); n/a while it is "
+             "still falling when the trials stop.", ""] + _md_table(shown) +
+            ["", "![train against val loss](figures/overfitting.png)", ""])
+
+
+def _asha_section(experiment: Experiment, figures: Path) -> list[str]:
+    plot_asha_rungs(experiment, figures / "asha_rungs.png")
+    rungs = asha_rungs(experiment)
+    text = (f"ASHA decided at epochs {', '.join(map(str, rungs))}." if rungs else
+            f"Scheduler {experiment.scheduler}: every trial ran to its end." if experiment.scheduler != "asha" else
+            "ASHA had no rung below the last epoch.")
+    return ["## Trials alive per epoch", "", text, "", "![trials alive per epoch](figures/asha_rungs.png)", ""]
+
+
+def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir, download: bool) -> list[str]:
+    from cnnsearch.plots import plot_confusion, plot_curves
+
+    from .best import best_trial, config_changes
+
+    metric = experiment.metric
+    row = best_trial(experiment)
+    history = experiment.epochs[experiment.epochs["trial_id"] == row["trial_id"]].to_dict("records")
+    plot_curves(history, figures / "best_curves.png", title=f"best trial: {row['label']} seed {row['seed']}")
+    changes = config_changes(experiment, experiment.configs[row["trial_id"]])
+    lines = ["## Best trial", "",
+             f"`{row['label']}` seed {row['seed']} (folder `{row['folder']}`): best {metric} "
+             f"{_num(row[f'best_{metric}'], 4)} at epoch {row['best_epoch']} of {row['epochs']} trained "
+             f"({row['status']}). Differs from the base in: {_changes(changes)}.", "",
+             "![best trial's learning curves](figures/best_curves.png)", ""]
+    if not test:
+        return lines + ["Test split not evaluated (`--no-test`): no confusion matrix.", ""]
+    best = evaluate_best(experiment, trial_id=row["trial_id"], data_dir=data_dir, download=download)
+    plot_confusion(best.test.confusion, best.classes, figures / "confusion.png",
+                   title=f"best trial on the test split: accuracy {100 * best.test.accuracy:.2f}%")
+    n = int(best.test.confusion.sum())
+    return lines + [f"Test split ({n:,} images), model {best.model_from}: accuracy "
+                    f"**{100 * best.test.accuracy:.2f}%**, loss {best.test.loss:.4f}. Evaluated once; the test split "
+                    "chose nothing.", "", "![confusion matrix on the test split](figures/confusion.png)", ""]
+
+
+def _changes(changes: dict) -> str:
+    return ", ".join(f"{k}={level_label(v)}" for k, v in changes.items()) or "nothing"
+
+
+def _importance_section(experiment: Experiment, figures: Path) -> list[str]:
+    if experiment.design == "one_at_a_time":
+        return []
+    from .importance import parameter_importance
+
+    lines = ["## Parameter importance", ""]
+    try:
+        scores = parameter_importance(experiment)
+    except ImportError as exc:
+        return lines + [f"Not computed: Optuna's fANOVA needs scikit-learn ({exc}); `pip install scikit-learn`.", ""]
+    except (ValueError, RuntimeError) as exc:
+        return lines + [f"Not computed: {str(exc).splitlines()[0]}.", ""]
+    plot_importance(scores, figures / "importance.png")
+    shown = pd.DataFrame({"factor": scores.index, "importance": [f"{v:.3f}" for v in scores]})
+    return lines + [f"Optuna's fANOVA on {scores.name}.", ""] + _md_table(shown) + [
+        "", "![parameter importance](figures/importance.png)", ""]
+
+
+def _cost_section(experiment: Experiment) -> list[str]:
+    c = cost(experiment)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(c["by_status"].items()))
+    lines = ["## Cost", "",
+             f"- Trials: {c['trials']} ({statuses})" + (f"; {c['skipped']} skipped as unreadable" if c["skipped"] else "") + ".",
+             f"- Epochs trained: {c['epochs_trained']} of {c['epochs_planned']} if every trial ran to its end.",
+             f"- Wall time summed over trials: {c['trial_hours']:.3f} h; device time: {c['device_hours']:.3f} "
+             f"{c['device_unit']} ({c['device_per_trial']:g} per trial)."]
+    if c["scheduler"] == "asha":
+        lines.append(f"- ASHA's saving: {c['stopped_early']} trials stopped early, {c['saved_epochs']} epochs not run "
+                     f"({c['saved_fraction']:.0%} of the full budget), about {c['saved_device_hours']:.3f} "
+                     f"{c['device_unit']} at each stopped trial's own time per epoch.")
+    else:
+        lines.append(f"- Scheduler {c['scheduler']}: no early stopping, so no saving.")
+    return lines + [""]
