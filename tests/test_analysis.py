@@ -383,9 +383,14 @@ claims:
     reported: {0.5: 91, 0.0: 90}
   - model: [resnet18, basecnn]
   - model: [basecnn, resnet18]
+  - model: [resnet18, basecnn]
+    where: {recipe: {optimizer: adam, lr: 0.001}}   # not a factor here, but what the base ran
+  - model: [resnet18, basecnn]
+    where: {recipe: {optimizer: sgd, lr: 0.01}}
 """)))
-    assert [v.verdict for v in on_grid] == ["reproduced", "reproduced", "contradicted"]
+    assert [v.verdict for v in on_grid] == ["reproduced", "reproduced", "contradicted", "reproduced", "not tested"]
     assert (on_grid[0].comparisons[0].n_a, on_grid[0].comparisons[0].n_b) == (3, 3)  # only resnet18's trials
+    assert on_grid[4].note == "the experiment ran optimizer=adam, lr=0.001; the claim is about recipe=optimizer=sgd,lr=0.01"
 
 
 def test_verdict_with_one_seed_is_inconclusive(tmp_path):

@@ -327,6 +327,18 @@ def test_cache_misses_when_a_source_file_changes(tmp_path):
     assert not torch.equal(first.train.images, second.train.images)
 
 
+def test_image_tree_cache_misses_when_an_image_is_added_or_rewritten(tmp_path):
+    tree = tmp_path / "tree"
+    write_image_tree(tree, ("a", "b"), size=8)
+    assert len(load_dataset(f"imagefolder:{tree}", progress=False).train) == 6
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tree / "train/a/new.png")
+    assert len(load_dataset(f"imagefolder:{tree}", progress=False).train) == 7
+    path = tree / "train/a/new.png"  # rewritten in place: same name, same folder mtime
+    Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(path)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # even on coarse clocks
+    assert int(load_dataset(f"imagefolder:{tree}", progress=False).train.images[3].max()) == 9  # a/: 00, 01, 02, new
+
+
 @pytest.mark.parametrize("damage", ["flip-pixel-byte", "flip-digit-of-mean", "break-header-json", "truncate"])
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path, monkeypatch, damage):
     write_mnist(tmp_path)

@@ -17,14 +17,34 @@ SMOKE = ["--budget", "smoke", "--no-dashboard", "--no-download"]
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(data_root):
-    """One local cluster for the in-process runs: 2 CPUs and 1 logical GPU (for fractional packing)."""
+def inject_dir(tmp_path_factory) -> Path:
+    """Fault injection is armed while this folder exists (see tune.trainable.FAILURE_ENV)."""
+    return tmp_path_factory.mktemp("inject") / "armed"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(data_root, inject_dir):
+    """One local cluster for the in-process runs: 2 CPUs and 1 logical GPU (for fractional packing).
+    Workers inherit the environment now, so the fault-injection variable is set before the start."""
     import ray
 
     os.environ["CNNSEARCH_DATA_DIR"] = str(data_root)
+    os.environ["CNNSEARCH_INJECT_FAILURE"] = f"1:{inject_dir}"
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid`: the driver and the local Ray cluster it started (GCS,
+    raylet, workers), and nothing else on the machine (unlike `ray stop`, which kills every cluster)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "(comm)": state ppid pgrp session ...
+            if int(fields[3]) == sid:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
 
 
 def trial_results(exp: Path) -> dict[str, list[dict]]:
@@ -88,13 +108,19 @@ def test_fractional_gpus_pack_four_trials(ray_cluster, tmp_path):
     assert most == 4, f"at most {most} trials overlapped"
 
 
-def test_failed_trial_is_retried_from_checkpoint(ray_cluster, tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNSEARCH_INJECT_FAILURE", f"1:{tmp_path}")
-    space = tmp_path / "one.yaml"
-    space.write_text((Path(__file__).parent / "data" / "one_trial.yaml").read_text())
-    code = main(["--space", str(space), *SMOKE, "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "retry"])
+def test_failed_trial_is_retried_from_checkpoint(ray_cluster, inject_dir, tmp_path):
+    """The trial raises after epoch 1; Tune restarts it from that epoch's checkpoint and it finishes."""
+    inject_dir.mkdir()
+    try:
+        code = main(["--space", str(Path(__file__).parent / "data" / "one_trial.yaml"), *SMOKE,
+                     "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "retry"])
+    finally:
+        failures = list(inject_dir.glob("failed-*"))
+        for marker in failures:
+            marker.unlink()
+        inject_dir.rmdir()
     assert code == 0
-    assert len(list(tmp_path.glob("failed-*"))) == 1  # the failure really happened
+    assert len(failures) == 1  # the failure really happened
     results = trial_results(tmp_path / "retry")
     assert len(results) == 1
     assert_complete(results, {2})
@@ -117,9 +143,8 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
             time.sleep(0.5)
         assert proc.poll() is None, "the run finished before it could be killed"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc.pid)
         proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # raylets the kill orphaned
     before = trial_results(exp)
     assert 0 < sum(1 for rows in before.values() if len(rows) == 2) < 18
 

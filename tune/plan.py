@@ -12,7 +12,7 @@ from typing import Any
 from ray import tune as ray_tune
 
 from cnnsearch.config import TrainConfig
-from search_spaces import DesignPoint, SearchSpace, SpaceError
+from search_spaces import SearchSpace, SpaceError
 
 __all__ = ["Plan", "SEARCHES", "SCHEDULERS"]
 
@@ -77,7 +77,7 @@ class Plan:
         base = self._override(space.config(self.budget, None, space.seeds[0]))
         base["seed"] = ray_tune.grid_search(list(space.seeds))
         if space.design == "one_at_a_time":
-            base["design_point"] = ray_tune.grid_search([_point_params(p) for p in space.points()])
+            base["design_point"] = ray_tune.grid_search([p.param() for p in space.points()])
         else:
             for factor in space.factors:
                 base[factor.name] = ray_tune.grid_search(list(factor.levels))
@@ -106,13 +106,6 @@ class Plan:
             changed = {k: v for k, v in config.items() if k != "seed" and base.get(k) != v}
             lines.append(f"  {i + 1:3d}. {point.label} seed={seed}" + (f": {_compact(changed)}" if changed else ""))
         return lines
-
-
-def _point_params(point: DesignPoint) -> dict[str, Any]:
-    level = point.values.get(point.factor) if point.factor else None
-    if isinstance(level, tuple):
-        level = list(level)
-    return {"label": point.label, "factor": point.factor, "level": level}
 
 
 def _domain(distribution: tuple[str, tuple]) -> Any:

@@ -25,7 +25,8 @@ __all__ = ["train_trial", "CHECKPOINT_FILE", "FAILURE_ENV"]
 
 CHECKPOINT_FILE = "state.pt"
 # Fault injection for testing recovery: "EPOCH:DIR" makes every trial raise once, after reporting
-# EPOCH, the first time it runs (a marker file in DIR remembers it did).
+# EPOCH, while the folder DIR exists (a marker file in DIR remembers that the trial failed). Workers
+# inherit the variable when the cluster starts; creating DIR later switches the injection on.
 FAILURE_ENV = "CNNSEARCH_INJECT_FAILURE"
 
 
@@ -74,4 +75,4 @@ def _injected_failure() -> tuple[int, str] | None:
     if not value:
         return None
     epoch, folder = value.split(":", 1)
-    return int(epoch), folder
+    return (int(epoch), folder) if os.path.isdir(folder) else None

@@ -23,7 +23,7 @@ from .types import DataError
 # The suffixes torchvision's ImageFolder accepts; anything else in a class folder (.DS_Store, notes) is skipped.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
-FileStat = tuple[str, int, int]  # (path, size in bytes, mtime in ns)
+FileStat = tuple[str, int, int]  # (file name, size in bytes, mtime in ns)
 _DECODE_CHUNK = 4096  # files per batched decode_jpeg call: bounds the list of encoded buffers held at once
 
 
@@ -113,30 +113,27 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def list_class_folder(split_dir: Path) -> dict[str, list[FileStat]]:
-    """Image files per class folder of `split_dir`: class name -> its files, sorted by name; hidden entries skipped.
+    """Image files per class folder of `split_dir`: class name -> (name, size, mtime) of its files, sorted by name.
 
-    Plain os.scandir and tuples rather than pathlib: listing and stat-ing CIFAR-10's 60,000 files is most of a
-    cache hit's time.
+    Hidden entries are skipped. Plain os.scandir and tuples rather than pathlib: listing and stat-ing CIFAR-10's
+    60,000 files is most of a cache hit's time (~0.4 s of ~0.8 s).
     """
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} is not a folder")
     with os.scandir(split_dir) as entries:
         class_dirs = sorted((e.name, e.path) for e in entries if e.is_dir() and not e.name.startswith("."))
     files = {}
-    for name, path in class_dirs:
+    for class_name, path in class_dirs:
         found = []
         with os.scandir(path) as entries:
             for e in entries:
-                if _is_image_name(e.name) and e.is_file():
+                name = e.name
+                if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES) and e.is_file():
                     st = e.stat()
-                    found.append((e.path, st.st_size, st.st_mtime_ns))
+                    found.append((name, st.st_size, st.st_mtime_ns))
         found.sort()
-        files[name] = found
+        files[class_name] = found
     return files
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
 def probe_mode(path: str | Path) -> ImageReadMode:

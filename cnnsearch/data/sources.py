@@ -41,9 +41,6 @@ class Decoded:
     default_augment: bool
 
 
-Stamp = tuple[str, int, int]  # (path relative to the source root, size in bytes, mtime in ns)
-
-
 @dataclass(frozen=True)
 class Source:
     """A data set found on disk, not yet decoded."""
@@ -51,11 +48,14 @@ class Source:
     name: str  # canonical data set name, as Dataset.name
     layout: str  # which on-disk format was found, e.g. "cifar10-jpeg"; names the cache file
     root: Path  # the folder holding the data; the cache goes beside it
-    stamps: tuple[Stamp, ...]  # one per file that decoding reads; they key the cache
+    # Names (relative to root), sizes and mtimes of every file decoding reads, in a structure whose repr is
+    # deterministic (tuples, lists, dicts of str and int): it keys the cache.
+    fingerprint: object
     decode: Callable[[], Decoded]
 
 
-def _stamps(root: Path, paths: list[Path]) -> tuple[Stamp, ...]:
+def _stamps(root: Path, paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """(path relative to root, size in bytes, mtime in ns) of each file."""
     stamps = []
     for path in paths:
         st = path.stat()
@@ -215,30 +215,30 @@ def _image_tree_source(name: str, layout: str, root: Path, tree: Path, classes: 
     if not any(test.values()):
         raise DataError(f"{name}: {tree / 'test'} holds no image files")
 
-    listed, labels_list = [], []  # train files first, then test files; class by class, by name within a class
-    for split in (train, test):
-        for label, cls in enumerate(classes):
-            listed += split.get(cls, ())
-            labels_list += [label] * len(split.get(cls, ()))
-    n_train = sum(len(files) for files in train.values())
-    files = [path for path, _, _ in listed]
-    prefix = len(os.path.join(root, ""))  # listed paths start with root/: strip it, so moving the data keeps the key
-    stamps = tuple((path[prefix:], size, mtime) for path, size, mtime in listed)
+    # Names, sizes and mtimes of every file, relative to the tree: moving the data keeps the cache key.
+    fingerprint = (classes, train, test)
 
     def decode() -> Decoded:
+        files, labels = [], []  # train files first, then test; class by class, by name within a class
+        for split_name, split in (("train", train), ("test", test)):
+            for label, cls in enumerate(classes):
+                folder = os.path.join(tree, split_name, cls)
+                files += [os.path.join(folder, name) for name, _, _ in split.get(cls, ())]
+                labels += [label] * len(split.get(cls, ()))
+        n_train = sum(len(listed) for listed in train.values())
         # The first training image decides grey or colour; every other image is converted to match.
         mode = probe_mode(files[0])
         # Decode both splits in one call so a test image of another size is reported like a train one.
         images = decode_files(files, mode)  # (N_train + N_test, C, H, W)
-        labels = torch.tensor(labels_list, dtype=torch.int64)  # (N_train + N_test,)
+        label_tensor = torch.tensor(labels, dtype=torch.int64)  # (N_train + N_test,)
         return Decoded(
-            ImageSplit(images[:n_train], labels[:n_train]),
-            ImageSplit(images[n_train:], labels[n_train:]),
+            ImageSplit(images[:n_train], label_tensor[:n_train]),
+            ImageSplit(images[n_train:], label_tensor[n_train:]),
             classes,
             default_augment=mode == ImageReadMode.RGB,
         )
 
-    return Source(name, layout, root, stamps, decode)
+    return Source(name, layout, root, fingerprint, decode)
 
 
 # --- registry --------------------------------------------------------------------------------------------------
