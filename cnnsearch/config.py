@@ -85,11 +85,18 @@ class TrainConfig:
             raise ValueError(f"lr_decay must be in (0, 1] (1.0 = no decay), got {self.lr_decay}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not isinstance(self.dataset, str) or not self.dataset:
-            raise ValueError("dataset must be a name such as cifar10, cifar100, mnist or imagefolder:PATH")
+        self._check_dataset()
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         self._check_model()
+
+    def _check_dataset(self) -> None:
+        from .data.sources import BUILTIN_NAMES, IMAGEFOLDER_PREFIX, VALID_NAMES
+
+        name = self.dataset
+        folder = isinstance(name, str) and name.startswith(IMAGEFOLDER_PREFIX) and len(name) > len(IMAGEFOLDER_PREFIX)
+        if not (name in BUILTIN_NAMES or folder):
+            raise ValueError(f"dataset must be one of {VALID_NAMES}, got {name!r}")
 
     def _check_model(self) -> None:
         """Build the model on the meta device: catches unknown names, options and values the

@@ -43,6 +43,8 @@ def test_unknown_key_lists_known_ones():
     ({"epochs": 2.5}, "epochs must be an integer"),
     ({"train_subset": 0}, "train_subset must be a positive number"),
     ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
+    ({"dataset": "svhn"}, "dataset must be one of cifar10, cifar100, mnist, imagefolder:PATH"),
+    ({"dataset": "imagefolder:"}, "dataset must be one of"),
     ({"model": "resnet19"}, "resnet18"),  # unknown model: the message lists the known names
     ({"stem_kernel": 5}, "stem_kernel"),
     ({"dropout": 1.2}, "dropout"),

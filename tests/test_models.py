@@ -384,3 +384,13 @@ def test_describe_counts_only_trainable_params_and_restores_modes():
 def test_describe_rejects_bad_input_shape():
     with pytest.raises(ValueError, match="input_shape"):
         describe_model(_small("lenet5"), (28, 28))
+
+
+def test_models_cli_lists_every_model_with_its_options(capsys):
+    from cnnsearch.models.__main__ import main
+
+    main()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_models()
+    resnet = next(line for line in lines if line.startswith("resnet18 "))
+    assert "stem_kernel=3" in resnet and "blocks_per_stage=(2, 2, 2, 2)" in resnet

@@ -56,7 +56,7 @@ def test_end_to_end_writes_outputs_and_resumes(data_root, tmp_path):
     (["--arch", "resnet19"], "resnet18"),
     (["--arch", "basecnn", "--stem-kernel", "7"], "stem_kernel"),
     (["--blocks-per-stage", "2,x"], "comma-separated integers"),
-    (["--dataset", "svhn"], "cifar10"),
+    (["--dataset", "svhn"], "dataset must be one of cifar10"),
     (["--resume"], "--resume needs --out"),
     (["--config", "/nonexistent/config.yaml"], "cannot read config file"),
 ])

@@ -19,11 +19,11 @@ from cnnsearch.cli import fail
 from search_spaces import trial_config
 
 from .plan import Plan
+from .run import PROG
 from .trainable import train_trial
 
 __all__ = ["run_experiment", "STATE_FILE"]
 
-PROG = "python -m tune.run"
 STATE_FILE = "cnnsearch.json"  # beside Tune's files: the space, budget and flags the analysis needs
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc"]
 
@@ -88,6 +88,9 @@ def run_experiment(args: argparse.Namespace, plan: Plan, *, gpus_here: bool, gra
                 progress_reporter=_reporter(plan), verbose=1,
             ),
         )
+    # Tune's newer console output ignores a ProgressReporter and prints the design point as a
+    # truncated dict; the classic table shows our columns (point label, seed, epoch, val_acc).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     results = tuner.fit()
     return _summarise(results, plan, exp_path, args)
 
