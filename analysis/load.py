@@ -251,11 +251,13 @@ def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: 
     epochs, planned = len(rows), int(config.get("epochs", state["epochs"]))
     status = str(last.get("status", "running"))
     if status not in ("completed", "diverged"):
-        if "error.txt" in files:
+        # Tune's own state first: a trial restored after a failure keeps its old error.txt.
+        if trial_id in tune_status:
+            status = _TUNE_STATUS.get(tune_status[trial_id], "unfinished")
+        elif "error.txt" in files:
             status = "error"
         else:
-            status = _TUNE_STATUS.get(tune_status.get(trial_id, ""),
-                                      "stopped" if state.get("scheduler") == "asha" else "unfinished")
+            status = "stopped" if state.get("scheduler") == "asha" else "unfinished"
     asha = state.get("scheduler") == "asha"
     point = params.get("design_point") if isinstance(params.get("design_point"), dict) else None
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,7 +194,9 @@ def test_existing_experiment_is_not_overwritten(tmp_path, capsys):
 def test_dry_run_lists_every_trial(capsys):
     assert main(["--space", "ablation", "--budget", "smoke", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    trials = [line for line in out.splitlines() if line.strip()[:4].rstrip(".").strip().isdigit()]
-    assert len(trials) == 18
+    trials = re.findall(r"^\s*(\d+)\. (\S+) seed=(\d+)", out, flags=re.MULTILINE)
+    assert [int(n) for n, _, _ in trials] == list(range(1, 19))
     assert "18 trial(s)" in out and "36 epochs in total at most" in out
-    assert sum(line.split(":")[0].split(".", 1)[1].strip().startswith("stem_kernel=7") for line in trials) == 2
+    assert [(label, seed) for _, label, seed in trials if label.startswith("stem_kernel")] == [
+        ("stem_kernel=7", "0"), ("stem_kernel=7", "1")]
+    assert re.search(r"^\s*3\. stem_kernel=7 seed=0: stem_kernel=7$", out, flags=re.MULTILINE)
