@@ -548,8 +548,8 @@ class _Loader:
                         self.fail(f"{where}.{kind}[{i}]", "must set at least one TrainConfig key")
                     self.config_keys(f"{where}.{kind}[{i}]", value)
                 elif isinstance(value, dict):
-                    self.fail(f"{where}.{kind}[{i}]", f"a mapping sets several keys, so name this factor with a "
-                                                      f"word that is not a TrainConfig key (e.g. recipe)")
+                    self.fail(f"{where}.{kind}[{i}]", "a mapping sets several keys, so name this factor with a "
+                                                      "word that is not a TrainConfig key (e.g. recipe)")
                 for j in range(i):
                     if _canon(values[j]) == _canon(value):
                         self.fail(f"{where}.{kind}[{i}]", f"duplicate of {kind}[{j}] ({_fmt(value)})")
