@@ -169,7 +169,10 @@ def _trial_dirname(trial) -> str:
 
 
 def _reporter(plan: Plan):
-    parameters = {"design_point/label": "point"} if plan.space.design == "one_at_a_time" else {f.name: f.name for f in plan.space.factors}
+    if plan.space.design == "one_at_a_time":
+        parameters = {"design_point/label": "point"}
+    else:  # a multi-key factor (a mapping of config keys) gets a column per key
+        parameters = {f"{f.name}/{k}" if f.multi_key else f.name: k for f in plan.space.factors for k in f.keys}
     return ray_tune.CLIReporter(metric_columns=METRIC_COLUMNS, parameter_columns={**parameters, "seed": "seed"},
                                 max_report_frequency=30)
 
@@ -199,7 +202,7 @@ def _write_state(filesystem, exp_path: str, args, plan: Plan, grace: int, reduct
     state = {
         "space": {"name": space.name, "path": str(space.path), "description": space.description, "source": space.source,
                   "design": space.design, "metric": space.metric, "mode": space.mode, "seeds": list(space.seeds),
-                  "base": space.config(plan.budget, None, space.seeds[0]),
+                  "base": plan.base_config(),
                   "factors": [{"name": f.name, "levels": _jsonable(f.levels), "distribution": _jsonable(f.distribution)}
                               for f in space.factors],
                   "points": [{"label": p.label, "factor": p.factor, "values": _jsonable(dict(p.values))}
@@ -233,7 +236,8 @@ def _summarise(results, plan: Plan, exp_path: str, args) -> int:
     print()
     if best is not None and best.metrics:
         config = trial_config(best.config)
-        changed = {k: v for k, v in config.items() if space.config(plan.budget, None, space.seeds[0]).get(k) != v}
+        base = plan.base_config()
+        changed = {k: v for k, v in config.items() if base.get(k) != v}
         score = best.metrics_dataframe[space.metric].max() if best.metrics_dataframe is not None else best.metrics.get(space.metric)
         print(f"best trial: {space.metric} {score:.4f}; config differs from the base in {changed or 'nothing'}")
     print(f"{len(results)} trials, {errors} errored; results in {exp_path}")

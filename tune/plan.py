@@ -63,18 +63,21 @@ class Plan:
         return [self._override(self.space.config(self.budget, point, seed))
                 for point in self.space.points() for seed in self.space.seeds]
 
+    def base_config(self) -> dict[str, Any]:
+        """The base point's flat config at this budget, with the runner's overrides (a fresh dict)."""
+        seed = self.seed if self.seed is not None and self.space.design == "sample" else self.space.seeds[0]
+        return self._override(self.space.config(self.budget, None, seed))
+
     def _override(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "dataset": self.dataset} if self.dataset else config
 
     # What Tune gets -----------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
-        space = self.space
+        space, base = self.space, self.base_config()
         if space.design == "sample":
-            base = self._override(space.config(self.budget, None, self._sample_seed()))
             for factor in space.factors:
                 base[factor.name] = _domain(factor.distribution) if factor.distribution else ray_tune.choice(list(factor.levels))
             return base
-        base = self._override(space.config(self.budget, None, space.seeds[0]))
         base["seed"] = ray_tune.grid_search(list(space.seeds))
         if space.design == "one_at_a_time":
             base["design_point"] = ray_tune.grid_search([p.param() for p in space.points()])
@@ -83,23 +86,19 @@ class Plan:
                 base[factor.name] = ray_tune.grid_search(list(factor.levels))
         return base
 
-    def _sample_seed(self) -> int:
-        return self.seed if self.seed is not None else self.space.seeds[0]
-
     def describe(self) -> list[str]:
         """Lines for --dry-run: one per trial, then the total."""
         lines = [f"space {self.space.name} ({self.space.path}): {self.space.description}",
                  f"design {self.space.design}, budget {self.budget}, {self.num_trials} trial(s), "
                  f"{self.epochs} epoch(s) each at most, {self.num_trials * self.epochs} epochs in total at most"]
         if self.space.design == "sample":
-            base = self._override(self.space.config(self.budget, None, self._sample_seed()))
-            lines.append(f"base: {_compact(base)}")
+            lines.append(f"base: {_compact(self.base_config())}")
             for factor in self.space.factors:
                 drawn = f"{factor.distribution[0]}{list(factor.distribution[1])}" if factor.distribution else f"choice{list(factor.levels)}"
                 lines.append(f"  {factor.name} ~ {drawn}")
             lines.append(f"{self.num_samples} draws by {self.search} search")
             return lines
-        base = self._override(self.space.config(self.budget, None, self.space.seeds[0]))
+        base = self.base_config()
         lines.append(f"base: {_compact(base)}")
         for i, (point, seed) in enumerate((p, s) for p in self.space.points() for s in self.space.seeds):
             config = self._override(self.space.config(self.budget, point, seed))
