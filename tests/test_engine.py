@@ -126,3 +126,15 @@ def test_evaluate_confusion_is_consistent(cifar10):
         model.eval()
         direct = (model(subset.images).argmax(1) == subset.labels).float().mean().item()
     assert ev.accuracy == pytest.approx(direct)
+
+
+def test_compiled_model_trains_like_eager(mnist):
+    """torch.compile (inductor, on the CPU here) must not change what is learned. About 40 s of compiling."""
+    config = TrainConfig(model="lenet5", dataset="mnist", train_subset=20, val_size=200, batch_size=50, epochs=2,
+                         lr_schedule="none", device="cpu")
+    eager = fit(config, mnist).history
+    compiled = fit(config.replace(compile=True), mnist).history
+    for a, b in zip(eager, compiled, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert b["val_acc"] == a["val_acc"]
