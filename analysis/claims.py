@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 import yaml
 
 from cnnsearch.config import TrainConfig
+from cnnsearch.yamlio import load_yaml
 
 from .comparisons import Comparison, compare
 from .levels import factor_levels, is_continuous, level_key, level_label
@@ -98,17 +98,6 @@ class Verdict:
 
 
 # ------------------------------------------------------------------------------------------ files
-# YAML 1.1 reads `1e-3` as a string; add YAML 1.2's float forms, as the search spaces do.
-_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-
-
-class _Yaml(yaml.SafeLoader):
-    pass
-
-
-_Yaml.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789"))
-
-
 def default_claims_file(space_name: str) -> Path | None:
     """The shipped claims file for a space (`analysis/claims/<name>.yaml`), if there is one."""
     path = CLAIMS_DIR / f"{space_name}.yaml"
@@ -120,7 +109,7 @@ def load_claims(path: str | Path) -> ClaimSet:
     path = Path(path)
     name = path.name
     try:
-        data = yaml.load(path.read_text(), Loader=_Yaml)
+        data = load_yaml(path.read_text())
     except OSError as exc:
         raise ClaimsError(f"{name}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:

@@ -81,14 +81,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
+    from .yamlio import YAMLError, load_yaml
 
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = load_yaml(f.read()) or {}
     except OSError as exc:
         raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping of config keys")

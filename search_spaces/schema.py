@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import numbers
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,6 +23,7 @@ from typing import Any, NoReturn
 import yaml
 
 from cnnsearch.config import MODEL_OPTION_KEYS, TrainConfig
+from cnnsearch.yamlio import load_yaml
 from cnnsearch.models import list_models, model_options
 
 __all__ = [
@@ -368,30 +368,6 @@ def _locate(name_or_path: str | Path) -> Path:
                      f"(or give the path of a .yaml file)")
 
 
-# YAML 1.1 reads `1e-3` as a string; add YAML 1.2's float forms (after int, so `10` stays an int).
-_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
-
-
-class _Yaml(yaml.SafeLoader):
-    """yaml.safe_load, plus: `1e-3` is a float, and a key repeated in one mapping is an error."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                repeated = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: SafeLoader rejects it itself
-                continue
-            if repeated:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Yaml.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789"))
-
-
 class _Loader:
     """Parses and validates one YAML file; every error names the file and the key path."""
 
@@ -410,7 +386,7 @@ class _Loader:
         except (OSError, UnicodeDecodeError) as err:
             self.fail(None, f"cannot read the file: {getattr(err, 'strerror', None) or err}")
         try:
-            raw = yaml.load(text, Loader=_Yaml)  # noqa: S506 - a SafeLoader subclass
+            raw = load_yaml(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None

@@ -17,7 +17,7 @@ SHARED = REPO.parent / "shared" / "data"
 def _real_data_root() -> Path:
     env = os.environ.get("CNNSEARCH_DATA_DIR")
     if env:
-        return Path(env)
+        return Path(env).resolve()  # absolute: the notebook test runs its kernel in analysis/
     local = REPO / ".data"
     if (SHARED / "unpack.sh").exists():
         subprocess.run(["bash", str(SHARED / "unpack.sh"), str(local)], check=True, capture_output=True)

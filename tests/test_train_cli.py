@@ -77,3 +77,16 @@ def test_missing_data_offline_names_paths(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert str(tmp_path / "empty") in err
+
+
+def test_config_file_reads_exponent_floats_and_flags_override(tmp_path):
+    """`lr: 1e-3` is a number (plain YAML 1.1 would read a string) and a flag beats the file."""
+    from cnnsearch.train import build_parser, config_from_args
+
+    path = tmp_path / "run.yaml"
+    path.write_text("model: lenet5\ndataset: mnist\nlr: 1e-3\nweight_decay: 5e-4\nepochs: 3\n")
+    config = config_from_args(build_parser().parse_args(["--config", str(path), "--epochs", "1"]))
+    assert (config.model, config.lr, config.weight_decay, config.epochs) == ("lenet5", 1e-3, 5e-4, 1)
+    path.write_text("lr: 1e-3\nlr: 2e-3\n")
+    with pytest.raises(ValueError, match="duplicate key 'lr'"):
+        config_from_args(build_parser().parse_args(["--config", str(path)]))
