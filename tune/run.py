@@ -124,7 +124,7 @@ def _check_dataset_override(space, dataset: str) -> None:
     from cnnsearch.config import TrainConfig
 
     try:
-        TrainConfig.from_dict({k: v for k, v in space.config("smoke").items()} | {"dataset": dataset})
+        TrainConfig.from_dict(space.config("smoke") | {"dataset": dataset})
     except ValueError as exc:
         fail(f"--dataset {dataset}: {exc}", prog=PROG)
 
@@ -135,7 +135,11 @@ def _gpus_available(args: argparse.Namespace) -> bool:
     if args.address and not args.dry_run:
         import ray
 
-        ray.init(address=args.address)
+        try:
+            ray.init(address=args.address)
+        except Exception as exc:  # Ray raises several types (ConnectionError, ValueError, RuntimeError)
+            fail(f"--address {args.address}: cannot connect to a Ray cluster there "
+                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})", prog=PROG)
         return ray.cluster_resources().get("GPU", 0) > 0
     if args.num_gpus is not None:
         return args.num_gpus > 0
