@@ -46,7 +46,7 @@ def main() -> None:
     data = load_dataset("cifar10", data_dir=args.data_dir, download=False)
     config = TrainConfig(model="resnet18", width=0.25, batch_size=128, epochs=args.epochs,
                          train_subset=args.train_subset, val_size=1000, device="cpu")
-    params = {k: v for k, v in config.to_dict().items()}
+    params = config.to_dict()
 
     import torch
 

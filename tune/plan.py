@@ -48,20 +48,13 @@ class Plan:
     @property
     def dataset_name(self) -> str:
         """The data set every trial trains on (a space's base may leave it at TrainConfig's default)."""
-        return self.dataset or self.space.config(self.budget).get("dataset", TrainConfig.dataset)
+        return self.base_config().get("dataset", TrainConfig.dataset)
 
     @property
     def num_trials(self) -> int:
         if self.space.design == "sample":
             return self.num_samples
         return len(self.space.points()) * len(self.space.seeds)
-
-    def trials(self) -> list[dict[str, Any]]:
-        """Every trial's flat TrainConfig dict (grid and one-at-a-time designs), in run order."""
-        if self.space.design == "sample":
-            raise SpaceError("a sampled design's trials are drawn by the searcher at run time")
-        return [self._override(self.space.config(self.budget, point, seed))
-                for point in self.space.points() for seed in self.space.seeds]
 
     def base_config(self) -> dict[str, Any]:
         """The base point's flat config at this budget, with the runner's overrides (a fresh dict)."""
