@@ -174,6 +174,8 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
     (["--space", "ablation", "--dataset", "svhn", "--dry-run"], "svhn"),
     (["--space", "ablation", "--grace-period", "50", "--budget", "smoke"], "exceeds"),
     (["--space", "ablation", "--address", "auto", "--num-gpus", "1"], "existing cluster"),
+    (["--space", "ablation", "--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
+    (["--space", "ablation", "--address", "ray://127.0.0.1:1"], "ray start --head"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

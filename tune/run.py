@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 
 from cnnsearch.cli import ArgumentParser, fail
@@ -129,12 +130,27 @@ def _check_dataset_override(space, dataset: str) -> None:
         fail(f"--dataset {dataset}: {exc}", prog=PROG)
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address: ray.init would retry for minutes
+    before giving up. `auto`, `local` and addresses without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        fail(f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}); "
+             "start the cluster (`ray start --head`) or check the host and port "
+             "(6379 for HOST:PORT, 10001 for ray://HOST:PORT)", prog=PROG)
+
+
 def _gpus_available(args: argparse.Namespace) -> bool:
     """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
     run), declared logical GPUs, or real ones on this machine."""
     if args.address and not args.dry_run:
         import ray
 
+        _check_reachable(args.address)
         try:
             ray.init(address=args.address)
         except Exception as exc:  # Ray raises several types (ConnectionError, ValueError, RuntimeError)
