@@ -243,8 +243,19 @@ def check_claims(experiment: Experiment, claims: ClaimSet | list[Claim], *, metr
         pairs = tuple(compare(experiment, claim.factor, a, b, where=where, metric=metric, n_resamples=n_resamples,
                               confidence=confidence, seed=seed)
                       for a, b in zip(claim.order, claim.order[1:]))
-        verdicts.append(_verdict(claim, pairs))
+        verdicts.append(_early(_verdict(claim, pairs), experiment.max_epochs))
     return verdicts
+
+
+def _early(verdict: Verdict, max_epochs: int) -> Verdict:
+    """Flag a verdict reached before the last epoch: effects that build up over training may not have
+    appeared yet, and an early order can reverse (bench/RESULTS.md, ASHA economy: stem BN at epoch 1)."""
+    epochs = sorted({c.epoch for c in verdict.comparisons if c.epoch is not None and c.epoch < max_epochs})
+    if not epochs:
+        return verdict
+    early = (f"judged at epoch {', '.join(map(str, epochs))} of {max_epochs} (trials of a level stopped early); "
+             f"--scheduler fifo judges every level at the last epoch")
+    return dataclasses.replace(verdict, note="; ".join(n for n in (verdict.note, early) if n))
 
 
 def _verdict(claim: Claim, pairs: tuple[Comparison, ...]) -> Verdict:

@@ -150,9 +150,12 @@ def _claims_section(verdicts, claim_set: ClaimSet | None, experiment: Experiment
         "verdict": [f"**{v}**" + (f"<br>{n}" if n else "") for v, n in zip(table["verdict"], table["note"])],
     })
     counts = table["verdict"].value_counts()
+    early = int(table["note"].str.contains("judged at epoch").sum())
     lines += _md_table(shown) + [""]
     lines += [f"From `{claim_set.file}`: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
-                                                         ("reproduced", "contradicted", "inconclusive", "not tested")) + ".",
+                                                         ("reproduced", "contradicted", "inconclusive", "not tested"))
+              + (f"; {early} judged before the last epoch, where an order can still change (see the notes)"
+                 if early else "") + ".",
               "",
               f"Each adjacent pair of a claimed order is compared at the largest epoch every trial of both levels "
               f"reached (ASHA stops weak trials early, so last values are not comparable); the interval is a "

@@ -372,6 +372,9 @@ claims:
 """)))
     assert [v.verdict for v in oat] == ["reproduced", "contradicted", "inconclusive", "not tested"]
     assert "reversed" in oat[1].note and "includes 0" in oat[2].note
+    # dropout=0.5 was stopped at epoch 2 of 4: the verdict says so; lr was judged at the last epoch.
+    assert "judged at epoch 2 of 4" in oat[0].note and "judged at epoch 2 of 4" in oat[1].note
+    assert "judged at" not in oat[2].note
     table = verdicts_table(oat)
     assert table["verdict"].tolist() == [v.verdict for v in oat]
     assert "@ epoch 2" in table.loc[0, "measured"]

@@ -91,6 +91,11 @@ def run_experiment(args: argparse.Namespace, plan: Plan, *, gpus_here: bool, gra
     # Tune's newer console output ignores a ProgressReporter and prints the design point as a
     # truncated dict; the classic table shows our columns (point label, seed, epoch, val_acc).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # num_to_keep=1 makes Tune snapshot the experiment state after every checkpoint (so --resume never
+    # points at a deleted one); with short CPU epochs that trips a "may become a bottleneck" warning on
+    # nearly every epoch. The local snapshot is a small JSON write (bench/RESULTS.md, Tune overhead), and
+    # Tune's separate slow-sync warning (30 s) still fires for a storage that is really slow.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     results = tuner.fit()
     return _summarise(results, plan, exp_path, args)
 
