@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,7 +109,8 @@ def test_fractional_gpus_pack_four_trials(ray_cluster, tmp_path):
     for rows in trial_results(tmp_path / "frac").values():
         assert rows[-1]["device"] == "cpu"  # logical GPUs only: trials still train on the CPU
         assert len(rows) == 3
-        spans.append((rows[0]["started_at"], rows[-1]["timestamp"]))
+        # Tune's `timestamp` is whole seconds; the trial's own start plus Tune's running total is exact.
+        spans.append((rows[0]["started_at"], rows[0]["started_at"] + rows[-1]["time_total_s"]))
     assert len(spans) == 4
     most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
     assert most == 4, f"at most {most} trials overlapped: {spans}"
@@ -162,6 +166,52 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
     assert_complete(after, {2})
     for name, rows in before.items():  # nothing reported before the kill was lost
         assert after[name][: len(rows)] == rows or len(rows) < 2, name
+
+
+def test_existing_cluster_through_address(data_root, tmp_path):
+    """A cluster started by `ray start --head` with token authentication (Ray's default): Ray does not
+    send its token to an explicit HOST:PORT by itself, so the runner must, and then runs the smoke
+    ablation on that cluster (warning that a local --storage is not shared with other nodes)."""
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    env |= {"CNNSEARCH_DATA_DIR": str(data_root), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_TOKEN_PATH": str(token)}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    head = subprocess.Popen(["ray", "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
+                             "false", "--block"], env={**env, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline and head.poll() is None, "the head node did not start"
+                time.sleep(0.5)
+        run = subprocess.run([sys.executable, "-m", "tune.run", "--space", "ablation", *SMOKE, "--scheduler", "fifo",
+                              "--address", f"127.0.0.1:{port}", "--storage", str(tmp_path), "--name", "remote"],
+                             env=env, capture_output=True, text=True, timeout=300)
+        # Without --address Ray joins the running cluster, which then cannot take a new cluster's resources.
+        local = subprocess.run([sys.executable, "-m", "tune.run", "--space", "ablation", *SMOKE, "--num-cpus", "2",
+                                "--storage", str(tmp_path), "--name", "local"], env=env, capture_output=True, text=True,
+                               timeout=120)
+    finally:
+        kill_session(head.pid)
+        head.wait()
+        # SIGKILL leaves `ray start`'s pointer to the cluster behind; ray.init() would then try to join it.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.exists() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+    assert local.returncode == 2 and local.stderr.strip().splitlines()[-1].startswith("python -m tune.run: error: ")
+    assert "already running here" in local.stderr and "Traceback" not in local.stderr
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "is a local path" in run.stdout + run.stderr
+    results = trial_results(tmp_path / "remote")
+    assert len(results) == 18
+    assert_complete(results, {2})
 
 
 @pytest.mark.parametrize("args, message", [

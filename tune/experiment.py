@@ -134,8 +134,16 @@ def _start_ray(args: argparse.Namespace):
         return None
     if args.address:
         return ray.init(address=args.address)
-    return ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=not args.no_dashboard,
-                    dashboard_host=args.dashboard_host)
+    # Without --address Ray joins a cluster that `ray start` left running on this machine (or RAY_ADDRESS),
+    # and then refuses the resources that describe a new one.
+    try:
+        return ray.init(num_cpus=args.num_cpus, num_gpus=args.num_gpus, include_dashboard=not args.no_dashboard,
+                        dashboard_host=args.dashboard_host)
+    except ValueError as exc:
+        if "existing cluster" not in str(exc):
+            raise
+        fail("--num-cpus/--num-gpus describe a new local cluster, but a Ray cluster is already running here "
+             "(`ray start`, or RAY_ADDRESS): drop them to run on it, or stop it with `ray stop`", prog=PROG)
 
 
 def _concurrency(trials: int, cluster: dict[str, float], cpus: float, gpus: float, limit: int | None) -> int:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ray import tune as ray_tune
-
 from cnnsearch.config import TrainConfig
 from search_spaces import SearchSpace, SpaceError
 
@@ -66,6 +64,10 @@ class Plan:
 
     # What Tune gets -----------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
+        # Ray is imported here, not at the top: the runner sets Ray's environment (RAY_AUTH_MODE for
+        # --address) after parsing its arguments, and Ray reads it once, at import.
+        from ray import tune as ray_tune
+
         space, base = self.space, self.base_config()
         if space.design == "sample":
             for factor in space.factors:
@@ -101,6 +103,8 @@ class Plan:
 
 
 def _domain(distribution: tuple[str, tuple]) -> Any:
+    from ray import tune as ray_tune
+
     kind, args = distribution
     return {"choice": lambda a: ray_tune.choice(list(a)), "uniform": lambda a: ray_tune.uniform(*a),
             "loguniform": lambda a: ray_tune.loguniform(*a), "randint": lambda a: ray_tune.randint(*a)}[kind](args)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
@@ -17,6 +18,7 @@ from cnnsearch.cli import ArgumentParser, fail
 __all__ = ["main", "build_parser"]
 
 PROG = "python -m tune.run"
+TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cluster token
 
 
 def build_parser() -> ArgumentParser:
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(args)
+    if args.address and not args.dry_run:
+        _check_reachable(args.address)
+        _send_token_if_any()  # before anything imports Ray, which reads RAY_AUTH_MODE once, at import
 
     from search_spaces import SpaceError, load_space
 
@@ -144,18 +149,30 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
              "(6379 for HOST:PORT, 10001 for ray://HOST:PORT)", prog=PROG)
 
 
+def _send_token_if_any() -> None:
+    """Ray sends its auth token by itself only to a cluster it finds with address "auto"; to an explicit
+    address it sends none unless RAY_AUTH_MODE=token, and a `ray start --head` cluster (token auth by
+    default) then refuses the driver. Send the token whenever there is one: a cluster without token
+    auth ignores it. An explicit RAY_AUTH_MODE is left as the user set it."""
+    token = (os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(os.environ.get("RAY_AUTH_TOKEN_PATH", ""))
+             or os.path.isfile(os.path.expanduser(TOKEN_FILE)))
+    if token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _gpus_available(args: argparse.Namespace) -> bool:
     """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
     run), declared logical GPUs, or real ones on this machine."""
     if args.address and not args.dry_run:
         import ray
 
-        _check_reachable(args.address)
         try:
             ray.init(address=args.address)
         except Exception as exc:  # Ray raises several types (ConnectionError, ValueError, RuntimeError)
             fail(f"--address {args.address}: cannot connect to a Ray cluster there "
-                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})", prog=PROG)
+                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); if it uses "
+                 f"token authentication (Ray's default), put its token (`ray get-auth-token` on the head) in "
+                 f"{TOKEN_FILE} or RAY_AUTH_TOKEN", prog=PROG)
         return ray.cluster_resources().get("GPU", 0) > 0
     if args.num_gpus is not None:
         return args.num_gpus > 0
