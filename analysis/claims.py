@@ -247,10 +247,15 @@ def check_claims(experiment: Experiment, claims: ClaimSet | list[Claim], *, metr
     return verdicts
 
 
+def early_epochs(verdict: Verdict, max_epochs: int) -> list[int]:
+    """The epochs before the last at which the verdict's pairs were compared (ASHA stopped a level)."""
+    return sorted({c.epoch for c in verdict.comparisons if c.epoch is not None and c.epoch < max_epochs})
+
+
 def _early(verdict: Verdict, max_epochs: int) -> Verdict:
     """Flag a verdict reached before the last epoch: effects that build up over training may not have
     appeared yet, and an early order can reverse (bench/RESULTS.md, ASHA economy: stem BN at epoch 1)."""
-    epochs = sorted({c.epoch for c in verdict.comparisons if c.epoch is not None and c.epoch < max_epochs})
+    epochs = early_epochs(verdict, max_epochs)
     if not epochs:
         return verdict
     early = (f"judged at epoch {', '.join(map(str, epochs))} of {max_epochs} (trials of a level stopped early); "

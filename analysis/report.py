@@ -13,7 +13,7 @@ import pandas as pd
 
 from .best import evaluate_best
 from .budget import asha_rungs, cost
-from .claims import ClaimSet, check_claims, default_claims_file, load_claims, verdicts_table
+from .claims import ClaimSet, check_claims, default_claims_file, early_epochs, load_claims, verdicts_table
 from .curves import critical_epochs
 from .comparisons import level_effects
 from .figures import plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_overfitting
@@ -150,7 +150,7 @@ def _claims_section(verdicts, claim_set: ClaimSet | None, experiment: Experiment
         "verdict": [f"**{v}**" + (f"<br>{n}" if n else "") for v, n in zip(table["verdict"], table["note"])],
     })
     counts = table["verdict"].value_counts()
-    early = int(table["note"].str.contains("judged at epoch").sum())
+    early = sum(1 for v in verdicts if early_epochs(v, experiment.max_epochs))
     lines += _md_table(shown) + [""]
     lines += [f"From `{claim_set.file}`: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in
                                                          ("reproduced", "contradicted", "inconclusive", "not tested"))

@@ -84,9 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(args)
-    if args.address and not args.dry_run:
-        _check_reachable(args.address)
-        _send_token_if_any()  # before anything imports Ray, which reads RAY_AUTH_MODE once, at import
 
     from search_spaces import SpaceError, load_space
 
@@ -164,6 +161,8 @@ def _gpus_available(args: argparse.Namespace) -> bool:
     """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
     run), declared logical GPUs, or real ones on this machine."""
     if args.address and not args.dry_run:
+        _check_reachable(args.address)
+        _send_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
         import ray
 
         try:
