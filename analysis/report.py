@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,11 @@ def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir
              "![best trial's learning curves](figures/best_curves.png)", ""]
     if not test:
         return lines + ["Test split not evaluated (`--no-test`): no confusion matrix.", ""]
-    best = evaluate_best(experiment, trial_id=row["trial_id"], data_dir=data_dir, download=download)
+    try:
+        best = evaluate_best(experiment, trial_id=row["trial_id"], data_dir=data_dir, download=download)
+    except ValueError as exc:  # its checkpoint is unreadable or refused: the rest of the report still stands
+        print(f"warning: {exc}", file=sys.stderr)
+        return lines + [f"Test split not evaluated: {exc}.", ""]
     plot_confusion(best.test.confusion, best.classes, figures / "confusion.png",
                    title=f"best trial on the test split: accuracy {100 * best.test.accuracy:.2f}%")
     n = int(best.test.confusion.sum())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -282,10 +283,25 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint`, never running code from it.
+
+    Results folders are shared (s3://, shared disks), and a full unpickle of a planted file runs whatever
+    it names; `weights_only=True` admits only tensors and plain containers, all a checkpoint holds.
+    Raises ValueError (one line, naming the file) for a file that is unsafe, truncated or foreign.
+    """
+    import pickle
+
+    name = os.fspath(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler refused an object
+        found = re.search(r"GLOBAL (\S+)", str(exc))  # the object torch refused, e.g. posix.system
+        what = found.group(1) if found else "objects other than tensors and plain data"
+        raise ValueError(f"refusing to load {name}: it names {what}, which a cnnsearch checkpoint never holds "
+                         "(loading it could run code)") from None
     except Exception as exc:  # a truncated or foreign file: say which, not a pickle traceback
-        raise ValueError(f"cannot read checkpoint {os.fspath(path)}: {exc.__class__.__name__}: {exc}") from exc
+        detail = " ".join(str(exc).split())[:200]
+        raise ValueError(f"cannot read checkpoint {name}: {exc.__class__.__name__}: {detail}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a cnnsearch checkpoint (format {CHECKPOINT_FORMAT})")
     return state

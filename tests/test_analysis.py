@@ -461,3 +461,57 @@ def test_parameter_importance_of_a_sampled_search(tmp_path):
     assert list(scores.index) == ["lr", "dropout"] and scores["lr"] > 0.8
     assert scores.sum() == pytest.approx(1.0)
     assert level_key(1.0) == level_key(1) == "1" and level_key(True) == "true" != level_key(1)
+
+
+# ------------------------------------------------------------------ files from a results folder
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile checkpoint planted in a shared folder does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def plant_payload(checkpoint: Path, marker: Path) -> None:
+    import torch
+
+    torch.save({"format": 1, "epoch": 1, "history": [], "model": _Payload(marker)}, checkpoint)
+
+
+def test_planted_checkpoint_runs_no_code_through_any_command(tiny_run, data_root, tmp_path):
+    """`analysis report`, `analysis best` and `cnnsearch.train --resume` open checkpoints from folders
+    users share; a planted pickle payload is refused with one line naming the file, and never runs."""
+    run = tmp_path / "shared_run"
+    shutil.copytree(tiny_run, run)
+    marker = tmp_path / "code_ran"
+    planted = sorted(run.glob("*/checkpoint_*/state.pt"))
+    assert planted, "the tiny run keeps checkpoints"
+    for path in planted:
+        plant_payload(path, marker)
+    env = {**os.environ, "CNNSEARCH_DATA_DIR": str(data_root)}
+    commands = {
+        "report": [sys.executable, "-m", "analysis", "report", str(run), "--out", str(tmp_path / "report"),
+                   "--no-download"],
+        "best": [sys.executable, "-m", "analysis", "best", str(run), "--no-download", "--device", "cpu"],
+    }
+    train_out = tmp_path / "train"
+    train_out.mkdir()
+    (train_out / "config.json").write_text("{}")
+    plant_payload(train_out / "checkpoint.pt", marker)
+    commands["train --resume"] = [sys.executable, "-m", "cnnsearch.train", "--arch", "lenet5", "--dataset", "mnist",
+                                  "--device", "cpu", "--no-download", "--out", str(train_out), "--resume", "--quiet"]
+    for name, command in commands.items():
+        proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert not marker.exists(), f"{name} ran code from a planted checkpoint"
+        assert "Traceback" not in proc.stderr, (name, proc.stderr[-2000:])
+        refusals = [line for line in proc.stderr.splitlines() if "refusing to load" in line]
+        if name == "report":  # the report is written; the trial whose checkpoint is refused is named
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert refusals and "posix.system" in refusals[0] and "state.pt" in refusals[0]
+            assert (tmp_path / "report" / "report.md").exists()
+        else:
+            assert proc.returncode == 2, (name, proc.stderr[-2000:])
+            assert len(proc.stderr.strip().splitlines()) == 1 and refusals, (name, proc.stderr)
+            assert "posix.system" in refusals[0]
