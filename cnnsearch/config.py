@@ -57,6 +57,7 @@ class TrainConfig:
     bf16: bool | None = None  # bf16 autocast; None = on for CUDA, off for CPU
     channels_last: bool | None = None  # None = on for CUDA, off for CPU
     compile: bool = False  # torch.compile the model
+    cuda_graph: bool | None = None  # replay the training step as one CUDA graph; None = on for CUDA (see engine)
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -86,6 +87,11 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         self._check_dataset()
+        for name in ("bf16", "channels_last", "cuda_graph"):
+            if getattr(self, name) not in (None, True, False):
+                raise ValueError(f"{name} must be true, false or null (automatic), got {getattr(self, name)!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         self._check_model()

@@ -29,7 +29,7 @@ __all__ = [
 CHECKPOINT_FORMAT = 1
 # Config fields that may differ between a checkpoint and the run resuming it: they change where and
 # for how long training runs, not what it computes up to the checkpoint.
-_RESUMABLE_CHANGES = {"epochs", "device", "compile", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"epochs", "device", "compile", "cuda_graph", "eval_batch_size"}
 
 
 class ImageClassifier(nn.Module):

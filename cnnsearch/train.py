@@ -62,6 +62,8 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="(default: on for CUDA)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="replay each training step as one CUDA graph (default: on for CUDA)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output folder (default: runs/train/MODEL-DATASET-TIME)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
