@@ -5,7 +5,6 @@ there in batches (see `cnnsearch.data`), so the loop has no per-image Python and
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -20,9 +19,11 @@ from torch import nn
 from .config import TrainConfig
 from .data import Augment, Dataset, ImageSplit, iterate_batches, split_train_val
 from .models import build_model
+from .steps import (EagerStep, GraphedStep, autocast, portable_optimizer_state, portable_scheduler_state,
+                    prepare_optimizer_for_graphs)
 
 __all__ = [
-    "ImageClassifier", "FitResult", "EvalResult", "EpochState",
+    "ImageClassifier", "FitResult", "EvalResult", "EpochState", "Execution",
     "fit", "evaluate", "resolve_device", "build_classifier", "save_checkpoint", "load_checkpoint",
 ]
 
@@ -59,6 +60,27 @@ class EvalResult:
                 "per_class_accuracy": self.per_class_accuracy, "confusion": self.confusion.tolist()}
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a run executes on its device: never what it learns (bf16's rounding aside)."""
+
+    bf16: bool  # bf16 autocast
+    channels_last: bool
+    cuda_graph: bool  # full batches replay one captured CUDA graph (cnnsearch.steps.GraphedStep)
+    compile: bool  # the training step's network is torch.compile'd (one static shape)
+
+    @classmethod
+    def resolve(cls, config: TrainConfig, device: torch.device) -> "Execution":
+        """The config's choices, with None meaning: on for CUDA, off elsewhere."""
+        cuda = device.type == "cuda"
+        if config.cuda_graph and not cuda:
+            raise ValueError(f"cuda_graph needs a CUDA device, but this run is on {device}; "
+                             "drop --cuda-graph (or set cuda_graph: null) or run on a GPU")
+        pick = lambda flag: cuda if flag is None else flag  # noqa: E731
+        return cls(bf16=pick(config.bf16), channels_last=pick(config.channels_last),
+                   cuda_graph=pick(config.cuda_graph), compile=config.compile)
+
+
 @dataclass
 class FitResult:
     status: str  # "completed" or "diverged"
@@ -66,6 +88,7 @@ class FitResult:
     model: ImageClassifier
     config: TrainConfig
     device: torch.device
+    step: str = "eager"  # the training step that ran: "eager", "cuda_graph" or why capture fell back to eager
 
     @property
     def best(self) -> dict[str, float] | None:
@@ -123,16 +146,6 @@ def _make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.
     return sched.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-def _autocast(device: torch.device, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _auto(flag: bool | None, device: torch.device) -> bool:
-    return (device.type == "cuda") if flag is None else flag
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int = 1024, bf16: bool = False,
              channels_last: bool = False, num_classes: int | None = None) -> EvalResult:
@@ -150,7 +163,7 @@ def evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int = 1024, bf1
         for images, labels in iterate_batches(split, batch_size, shuffle=False):
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, bf16):
+            with autocast(device, bf16):
                 logits = model(images)
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
             confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
@@ -181,7 +194,7 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
     """
     entered = time.perf_counter()
     device = resolve_device(config.device) if device is None else torch.device(device)
-    bf16, channels_last = _auto(config.bf16, device), _auto(config.channels_last, device)
+    run = Execution.resolve(config, device)
     train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
                                  train_subset=config.train_subset)
     train, val = train.to(device), val.to(device)
@@ -189,7 +202,7 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
 
     torch.manual_seed(config.seed)  # model initialisation and dropout masks
     model = build_classifier(config, data).to(device)
-    if channels_last:
+    if run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _make_optimizer(config, model.parameters())
     scheduler = _make_scheduler(config, optimizer)
@@ -208,13 +221,25 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = list(state["history"])
-
-    step_model = torch.compile(model) if config.compile else model
+    if device.type == "cuda":
+        # cuDNN times its convolution algorithms once per shape; a trial runs thousands of steps of one shape.
+        torch.backends.cudnn.benchmark = run.cuda_graph
+    lr_tensors = None
+    if run.cuda_graph:
+        prepare_optimizer_for_graphs(optimizer, device)  # after loading: a checkpoint holds the eager form
+        lr_tensors = [group["lr"] for group in optimizer.param_groups]
+    # Evaluation and odd-sized batches use `model`; only full training batches use the compiled network,
+    # so it sees one shape and one mode and never recompiles between training and evaluation.
+    step_model = torch.compile(model, dynamic=False) if run.compile else model
+    step_class = GraphedStep if run.cuda_graph else EagerStep
+    step = step_class(step_model, optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
+                      channels_last=run.channels_last, batch_size=config.batch_size, eager_model=model)
 
     def capture() -> dict[str, Any]:
         return {
             "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": len(history),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "model": model.state_dict(), "optimizer": portable_optimizer_state(optimizer.state_dict()),
+            "scheduler": portable_scheduler_state(scheduler.state_dict()),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "history": list(history),
@@ -224,16 +249,18 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
     status = "completed"
     for epoch in range(len(history), config.epochs):
         start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(step_model, optimizer, train, config, generator, augment,
-                                             bf16=bf16, channels_last=channels_last, progress=progress)
+        lr = float(optimizer.param_groups[0]["lr"])
+        model.train()
+        train_loss, train_acc = _train_epoch(step, train, config, generator, augment, progress=progress)
         train_time = time.perf_counter() - start
         val_loss, val_acc = math.nan, 0.0  # what a diverged epoch reports
         if math.isfinite(train_loss):
-            result = evaluate(step_model, val, batch_size=config.eval_batch_size, bf16=bf16,
-                              channels_last=channels_last, num_classes=data.num_classes)
+            result = evaluate(model, val, batch_size=config.eval_batch_size, bf16=run.bf16,
+                              channels_last=run.channels_last, num_classes=data.num_classes)
             val_loss, val_acc = result.loss, result.accuracy
         scheduler.step()
+        if lr_tensors is not None:
+            _keep_lr_tensors(optimizer, lr_tensors)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             status = "diverged"
         epoch_status = status if (status == "diverged" or epoch + 1 == config.epochs) else "running"
@@ -245,33 +272,31 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
             on_epoch(dict(history[-1]), EpochState(capture))
         if status == "diverged":
             break
-    return FitResult(status=status, history=history, model=model, config=config, device=device)
+    ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
+    return FitResult(status=status, history=history, model=model, config=config, device=device, step=ran)
 
 
-def _train_epoch(model, optimizer, train: ImageSplit, config: TrainConfig, generator, augment,
-                 *, bf16: bool, channels_last: bool, progress) -> tuple[float, float]:
-    """One pass over `train`; returns (mean loss, accuracy). Sums stay on the device so a GPU
-    never waits for the host inside the epoch."""
-    device = train.images.device
-    model.train()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
+def _train_epoch(step: EagerStep, train: ImageSplit, config: TrainConfig, generator, augment,
+                 *, progress) -> tuple[float, float]:
+    """One pass over `train` in shuffled, augmented batches; returns (mean loss, accuracy)."""
+    step.start_epoch()
     batches = iterate_batches(train, config.batch_size, shuffle=True, generator=generator, augment=augment)
     if progress is not None:
         batches = progress(batches, total=math.ceil(len(train) / config.batch_size))
     for images, labels in batches:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, bf16):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().double() * labels.numel()
-        correct += (logits.argmax(1) == labels).sum()
+        step(images, labels)
+    loss_sum, correct = step.totals()
     n = len(train)
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum / n, correct / n
+
+
+def _keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[torch.Tensor]) -> None:
+    """A captured step reads the learning rate from these tensors. Schedulers of recent torch fill them in
+    place; one that assigns a float instead would leave the graph on the old rate, so copy it over."""
+    for group, tensor in zip(optimizer.param_groups, tensors):
+        if group["lr"] is not tensor:
+            tensor.fill_(float(group["lr"]))
+            group["lr"] = tensor
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:

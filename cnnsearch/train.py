@@ -147,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from .data import DataError, load_dataset
-    from .engine import evaluate, fit, load_checkpoint, resolve_device
+    from .engine import Execution, evaluate, fit, load_checkpoint, resolve_device
     from .models import describe_model
     from .plots import plot_confusion, plot_curves
 
     try:
         device = resolve_device(config.device)
+        Execution.resolve(config, device)  # e.g. --cuda-graph on a CPU: refused before the data loads
         checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
         data = load_dataset(config.dataset, data_dir=args.data_dir, download=not args.no_download)
     except (ValueError, DataError) as exc:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The GPU checks of one device session, each step under its own time limit; log and results under $OUT.
+#   bash .devkit/run.sh bash bench/gpu_check.sh table      # CUDA tests, today vs now, bench/gpu.py's table
+#   bash .devkit/run.sh bash bench/gpu_check.sh ablation   # the full ablation space under FIFO, its report
+# "today" is the engine before the fast path, carried as .baseline/cnnsearch (git archive 7d9b293 cnnsearch).
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+LOG=$OUT/log.txt
+RUNS=/root/gpu-runs
+step() {  # step LIMIT_S COMMAND...: run it, log it, never stop the script
+  local limit=$1; shift
+  echo "=== $(date +%T) [$limit s] $*" | tee -a "$LOG"
+  timeout -s INT -k 20 "$limit" "$@" 2>&1 | tee -a "$LOG"
+  echo "=== exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+}
+case "${1:-table}" in
+  table)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
+    step 150 python -m pytest -q -p no:cacheprovider tests/test_steps.py -k "cuda or graph"
+    step 60 env PYTHONPATH=".baseline:$PYTHONPATH" python -m cnnsearch.train --arch resnet18 --batch-size 512 \
+      --val-size 10000 --epochs 3 --quiet --no-download --out /tmp/today
+    step 60 python -m cnnsearch.train --arch resnet18 --batch-size 512 --val-size 10000 --epochs 3 --quiet \
+      --no-download --out /tmp/now
+    step 330 python bench/gpu.py --json "$OUT/gpu.json"
+    cp "$OUT/gpu.json" /root/gpu.json 2>/dev/null
+    ;;
+  ablation)
+    rm -rf "$RUNS"; mkdir -p "$RUNS"
+    step 420 python bench/gpu.py --table-from "${TABLE:-bench/gpu.json}" --ablation "$RUNS" --json "$OUT/gpu-ablation.json"
+    step 150 python -m analysis report "$RUNS/ablation-full-fifo" --out "$RUNS/ablation-full-fifo/analysis" --no-download
+    tar czf "$OUT/ablation-full-fifo.tgz" --exclude='*.pt' -C "$RUNS" ablation-full-fifo
+    ;;
+esac
+echo "=== $(date +%T) done" | tee -a "$LOG"
