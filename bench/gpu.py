@@ -164,7 +164,9 @@ def stop_mps(env: dict[str, str]) -> None:
 
 
 # --- the table -----------------------------------------------------------------------------------------
-def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORKLOADS, steps=tuple(STEPS)) -> dict:
+def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORKLOADS, steps=tuple(STEPS),
+              save=lambda table: None) -> dict:
+    """Every measurement; `save(partial table)` after each, so a run cut short keeps what it measured."""
     rows: dict[str, dict[str, dict]] = {}
     pool = Pool(data_dir, device=device)
     try:
@@ -176,6 +178,7 @@ def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORK
                 for sharers in ((1,) if step.startswith("compile") else (1, SHARERS)):
                     cell[f"x{sharers}"] = pool.measure(workload, step, sharers)
                     log(f"{workload.name:16s} {step:14s} x{sharers}: {_fmt(cell[f'x{sharers}'])}")
+                    save({"rows": rows, "mps": "not measured yet"})
     finally:
         pool.close()
     env, note = start_mps() if device == "cuda" else (None, "not tried on the CPU")
@@ -189,6 +192,7 @@ def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORK
                         cell = rows[workload.name][step]
                         cell[f"x{SHARERS}_mps"] = pool.measure(workload, step, SHARERS)
                         log(f"{workload.name:16s} {step:14s} x{SHARERS} MPS: {_fmt(cell[f'x{SHARERS}_mps'])}")
+                        save({"rows": rows, "mps": note})
             finally:
                 pool.close()
         except Exception as exc:  # noqa: BLE001 - MPS that starts but cannot serve: say so, keep the table
@@ -281,7 +285,7 @@ def main() -> int:
     if args.table_from:
         table = json.loads(Path(args.table_from).read_text())
     else:
-        table = run_table(args.data_dir, log)
+        table = run_table(args.data_dir, log, save=lambda t: Path(args.json).write_text(json.dumps(t, indent=2)))
         table.update(device=name, torch=torch.__version__, table_s=time.perf_counter() - started)
     print_table(table, log)
     if args.ablation:

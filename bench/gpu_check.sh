@@ -17,12 +17,12 @@ step() {  # step LIMIT_S COMMAND...: run it, log it, never stop the script
 case "${1:-table}" in
   table)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
-    step 150 python -m pytest -q -p no:cacheprovider tests/test_steps.py -k "cuda or graph"
+    step 120 python -m pytest -q -p no:cacheprovider tests/test_steps.py -k "cuda or graph"
     step 60 env PYTHONPATH=".baseline:$PYTHONPATH" python -m cnnsearch.train --arch resnet18 --batch-size 512 \
       --val-size 10000 --epochs 3 --quiet --no-download --out /tmp/today
     step 60 python -m cnnsearch.train --arch resnet18 --batch-size 512 --val-size 10000 --epochs 3 --quiet \
       --no-download --out /tmp/now
-    step 330 python bench/gpu.py --json "$OUT/gpu.json"
+    step 320 python bench/gpu.py --json "$OUT/gpu.json"
     cp "$OUT/gpu.json" /root/gpu.json 2>/dev/null
     ;;
   ablation)
