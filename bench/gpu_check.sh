@@ -27,8 +27,8 @@ case "${1:-table}" in
     ;;
   ablation)
     rm -rf "$RUNS"; mkdir -p "$RUNS"
-    step 420 python bench/gpu.py --table-from "${TABLE:-bench/gpu.json}" --ablation "$RUNS" --json "$OUT/gpu-ablation.json"
-    step 150 python -m analysis report "$RUNS/ablation-full-fifo" --out "$RUNS/ablation-full-fifo/analysis" --no-download
+    step 450 python bench/gpu.py --table-from "${TABLE:-bench/gpu.json}" --ablation "$RUNS" --json "$OUT/gpu-ablation.json"
+    step 100 python -m analysis report "$RUNS/ablation-full-fifo" --out "$RUNS/ablation-full-fifo/analysis" --no-download
     tar czf "$OUT/ablation-full-fifo.tgz" --exclude='*.pt' -C "$RUNS" ablation-full-fifo
     ;;
 esac
