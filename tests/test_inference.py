@@ -121,9 +121,9 @@ def test_level_without_values_is_not_resolved():
     (dict(b=()), "at least one design point"),
 ])
 def test_bad_input_is_one_line(kwargs, message):
-    args = dict(a="a", relation=">", b="b") | {k: kwargs.pop(k) for k in ("a", "relation", "b") if k in kwargs}
+    call = {"a": "a", "relation": ">", "b": "b"} | kwargs
     with pytest.raises(ValueError) as exc:
-        compare_pair({"a": [1.0, 2.0], "b": [2.0, 3.0]}, args["a"], args["relation"], args["b"], **kwargs)
+        compare_pair({"a": [1.0, 2.0], "b": [2.0, 3.0]}, call.pop("a"), call.pop("relation"), call.pop("b"), **call)
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
