@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +30,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/gpu.py` from a checkout that is not installed
+from tune.mps import mps_daemon  # noqa: E402  (imports no Ray)
 SHARERS = 4
 
 
@@ -95,7 +95,7 @@ def _worker(index: int, data_dir: str | None, jobs, results, barrier, threads: i
 class Pool:
     """SHARERS worker processes, each with the data set loaded once and its own CUDA context."""
 
-    def __init__(self, data_dir: str | None, env: dict[str, str] | None = None, device: str = "cuda"):
+    def __init__(self, data_dir: str | None, device: str = "cuda"):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -103,17 +103,10 @@ class Pool:
         self.barrier = ctx.Barrier(SHARERS)
         self.jobs = [ctx.Queue() for _ in range(SHARERS)]
         threads = max(1, (os.cpu_count() or SHARERS) // SHARERS)  # as --cpus-per-trial would give
-        saved = dict(os.environ)
-        os.environ.update(env or {})  # children inherit the environment at start (MPS pipe folder)
-        try:
-            self.procs = [ctx.Process(target=_worker, args=(i, data_dir, self.jobs[i], self.results, self.barrier,
-                                                            threads, device), daemon=True)
-                          for i in range(SHARERS)]
-            for p in self.procs:
-                p.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        self.procs = [ctx.Process(target=_worker, args=(i, data_dir, self.jobs[i], self.results, self.barrier,
+                                                        threads, device), daemon=True) for i in range(SHARERS)]
+        for p in self.procs:
+            p.start()
         for _ in range(SHARERS):
             kind, index, payload = self.results.get(timeout=300)
             if kind != "ready":
@@ -142,27 +135,6 @@ class Pool:
             p.join(timeout=60)
 
 
-# --- NVIDIA MPS --------------------------------------------------------------------------------------
-def start_mps() -> tuple[dict[str, str] | None, str]:
-    """Start an MPS control daemon in a private folder; (environment for clients, note)."""
-    control = shutil.which("nvidia-cuda-mps-control")
-    if control is None:
-        return None, "no nvidia-cuda-mps-control on this machine"
-    folder = tempfile.mkdtemp(prefix="cnnsearch-mps-")
-    env = {"CUDA_MPS_PIPE_DIRECTORY": f"{folder}/pipe", "CUDA_MPS_LOG_DIRECTORY": f"{folder}/log"}
-    for path in env.values():
-        os.makedirs(path)
-    proc = subprocess.run([control, "-d"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
-    if proc.returncode != 0:
-        return None, f"MPS daemon did not start: {(proc.stderr or proc.stdout).strip()[:200]}"
-    return env, "MPS on"
-
-
-def stop_mps(env: dict[str, str]) -> None:
-    subprocess.run(["nvidia-cuda-mps-control"], input="quit\n", env={**os.environ, **env}, text=True,
-                   capture_output=True, timeout=30)
-
-
 # --- the table -----------------------------------------------------------------------------------------
 def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORKLOADS, steps=tuple(STEPS),
               save=lambda table: None) -> dict:
@@ -181,11 +153,12 @@ def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORK
                     save({"rows": rows, "mps": "not measured yet"})
     finally:
         pool.close()
-    env, note = start_mps() if device == "cuda" else (None, "not tried on the CPU")
-    log(f"MPS: {note}")
-    if env is not None:
-        try:
-            pool = Pool(data_dir, env)
+    if device != "cuda":
+        return {"rows": rows, "mps": "not tried on the CPU"}
+    note = "MPS on"
+    try:
+        with mps_daemon():  # the pool's processes start under it and become its clients
+            pool = Pool(data_dir)
             try:
                 for workload in workloads:
                     for step in ("eager", "graph"):
@@ -195,11 +168,9 @@ def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORK
                         save({"rows": rows, "mps": note})
             finally:
                 pool.close()
-        except Exception as exc:  # noqa: BLE001 - MPS that starts but cannot serve: say so, keep the table
-            note = f"MPS failed: {type(exc).__name__}: {exc}"
-            log(note)
-        finally:
-            stop_mps(env)
+    except Exception as exc:  # noqa: BLE001 - no MPS, or one that cannot serve: say so, keep the table
+        note = " ".join(str(exc).split())[:300]
+    log(f"MPS: {note}")
     return {"rows": rows, "mps": note}
 
 
@@ -237,25 +208,17 @@ def best_sharing(table: dict, workload: str = "resnet18-b512") -> tuple[float, b
 
 def run_ablation(storage: str, gpus_per_trial: float, mps: bool, log) -> dict:
     """The full `ablation` space under FIFO (18 trials x 30 epochs x 40,000 images): its wall time."""
-    env = dict(os.environ)
-    mps_env = None
-    if mps:
-        mps_env, note = start_mps()
-        log(f"ablation MPS: {note}")
-        env.update(mps_env or {})
     cpus = max(1, (os.cpu_count() or 4) // max(1, round(1 / gpus_per_trial)))
     command = [sys.executable, "-m", "tune.run", "--space", "ablation", "--budget", "full", "--scheduler", "fifo",
                "--gpus-per-trial", f"{gpus_per_trial:g}", "--cpus-per-trial", str(cpus), "--no-dashboard",
-               "--no-download", "--storage", storage, "--name", "ablation-full-fifo"]
-    log("$ " + " ".join(command[1:]) + (" (under MPS)" if mps_env else ""))
+               "--no-download", "--storage", storage, "--name", "ablation-full-fifo", *(["--mps"] if mps else [])]
+    log("$ " + " ".join(command[1:]))
     start = time.perf_counter()
-    proc = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True)
+    proc = subprocess.run(command, cwd=ROOT, text=True, capture_output=True)
     wall = time.perf_counter() - start
-    if mps_env:
-        stop_mps(mps_env)
     log(proc.stdout[-3000:] + proc.stderr[-2000:])
     log(f"ablation: exit {proc.returncode}, wall {wall:.0f} s")
-    return {"command": " ".join(command[1:]), "mps": bool(mps_env), "wall_s": wall, "exit": proc.returncode}
+    return {"command": " ".join(command[1:]), "wall_s": wall, "exit": proc.returncode}
 
 
 def main() -> int:
