@@ -108,7 +108,7 @@ def _best(args: argparse.Namespace) -> int:
     row, metric = best.trial, experiment.metric
     print(f"best trial: {row['label']} seed {row['seed']} (folder {row['folder']}): {metric} "
           f"{row[f'best_{metric}']:.4f} at epoch {row['best_epoch']} of {row['epochs']} trained ({row['status']})")
-    from .levels import level_label
+    from search_spaces import level_label
 
     print(f"differs from the base in: {', '.join(f'{k}={level_label(v)}' for k, v in best.changes.items()) or 'nothing'}")
     print(f"config: {json.dumps(best.config, sort_keys=True)}")
