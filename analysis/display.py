@@ -6,7 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["scale", "metric_label", "num", "ci"]
+from search_spaces import level_label
+
+__all__ = ["scale", "metric_label", "num", "ci", "changes"]
 
 _LABELS = {"val_acc": "val accuracy (%)", "train_acc": "train accuracy (%)", "val_loss": "val loss (cross-entropy)",
            "train_loss": "train loss (cross-entropy)"}
@@ -34,3 +36,8 @@ def ci(low: float, high: float, k: float, sign: bool = True) -> str:
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return "CI n/a"
     return f"[{num(k * low, sign=sign)}, {num(k * high, sign=sign)}]"
+
+
+def changes(config: dict[str, Any]) -> str:
+    """Config keys that differ from a base, as `key=level, ...`, or "nothing"."""
+    return ", ".join(f"{k}={level_label(v)}" for k, v in config.items()) or "nothing"

@@ -16,14 +16,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from search_spaces import level_label
-
 from .costs import alive_per_epoch
 from .curves import critical_epochs, level_curves
 from .display import metric_label, scale
 from .load import Experiment
 
 __all__ = ["plot_level_curves", "plot_level_effects", "plot_asha_rungs", "plot_overfitting", "plot_importance"]
+
 
 def _epoch_axis(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -41,7 +40,7 @@ def plot_level_curves(experiment: Experiment, factor: str, path: str | os.PathLi
     """Val accuracy and val loss against epoch, one line per level of `factor`: mean over its trials,
     band = range over them."""
     curves = level_curves(experiment, factor, metrics=("val_acc", "val_loss"))
-    labels = {key: level_label(level) for key, level in experiment.factor(factor).by_key().items()}
+    labels = experiment.factor(factor).level_labels()
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("val_acc", "val_loss")):

@@ -11,14 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from search_spaces import level_label
-
 from .best import evaluate_best
 from .claims import ClaimSet, check_claims, default_claims_file, early_epochs, load_claims, verdicts_table
 from .comparisons import level_effects
 from .costs import cost
 from .curves import critical_epochs
-from .display import ci, num, scale
+from .display import changes, ci, num, scale
 from .figures import plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_overfitting
 from .load import Experiment
 from .stats import CONFIDENCE, N_RESAMPLES
@@ -60,7 +58,7 @@ def write_report(experiment: Experiment, out: str | Path, *, claims: ClaimSet | 
         smallest = min(smallest or 10**9, int(table["n"].min()))
         stem = _file_stem(factor)
         plot_level_curves(experiment, factor, figures / f"curves_{stem}.png")
-        labels = {key: level_label(level) for key, level in spec.by_key().items()}
+        labels = spec.level_labels()
         table = table.assign(level=table["level"].map(lambda k: labels.get(k, k)),
                              reference=table["reference"].map(lambda k: labels.get(k, k)))
         plot_level_effects(table, figures / f"levels_{stem}.png", metric=metric)
@@ -206,11 +204,11 @@ def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir
     row = best_trial(experiment)
     history = experiment.epochs[experiment.epochs["trial_id"] == row["trial_id"]].to_dict("records")
     plot_curves(history, figures / "best_curves.png", title=f"best trial: {row['label']} seed {row['seed']}")
-    changes = config_changes(experiment, experiment.configs[row["trial_id"]])
+    differs = config_changes(experiment, experiment.configs[row["trial_id"]])
     lines = ["## Best trial", "",
              f"`{row['label']}` seed {row['seed']} (folder `{row['folder']}`): best {metric} "
              f"{num(row[f'best_{metric}'], 4)} at epoch {row['best_epoch']} of {row['epochs']} trained "
-             f"({row['status']}). Differs from the base in: {_changes(changes)}.", "",
+             f"({row['status']}). Differs from the base in: {changes(differs)}.", "",
              "![best trial's learning curves](figures/best_curves.png)", ""]
     if not test:
         return lines + ["Test split not evaluated (`--no-test`): no confusion matrix.", ""]
@@ -230,10 +228,6 @@ def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir
 def _known(value: Any) -> str:
     """What the record says, or ? where an old one does not say."""
     return "?" if value is None else str(value)
-
-
-def _changes(changes: dict) -> str:
-    return ", ".join(f"{k}={level_label(v)}" for k, v in changes.items()) or "nothing"
 
 
 def _importance_section(experiment: Experiment, figures: Path) -> list[str]:

@@ -100,6 +100,10 @@ class Factor:
         """Canonical level key (levels.level_key) -> level, in the space's order; empty when continuous."""
         return {} if self.continuous else {level_key(v): v for v in self.values}
 
+    def level_labels(self) -> dict[str, str]:
+        """Canonical level key -> the level as people read it (levels.level_label), for display."""
+        return {key: level_label(level) for key, level in self.by_key().items()}
+
     def label(self, level: Any) -> str:
         """This factor at `level` as a point label writes it: `dropout=0.4`, or a multi-key level's
         own keys (`optimizer=sgd,lr=0.001`)."""
