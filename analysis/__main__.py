@@ -108,9 +108,9 @@ def _best(args: argparse.Namespace) -> int:
     row, metric = best.trial, experiment.metric
     print(f"best trial: {row['label']} seed {row['seed']} (folder {row['folder']}): {metric} "
           f"{row[f'best_{metric}']:.4f} at epoch {row['best_epoch']} of {row['epochs']} trained ({row['status']})")
-    from .levels import level_label
+    from .display import changes
 
-    print(f"differs from the base in: {', '.join(f'{k}={level_label(v)}' for k, v in best.changes.items()) or 'nothing'}")
+    print(f"differs from the base in: {changes(best.changes)}")
     print(f"config: {json.dumps(best.config, sort_keys=True)}")
     print(f"model: {best.model_from}")
     print(f"test accuracy: {best.test.accuracy:.4f} ({int(best.test.confusion.sum())} images), test loss {best.test.loss:.4f}")

@@ -32,7 +32,7 @@ class BestTrial:
 def best_trial(experiment: Experiment, *, metric: str | None = None) -> pd.Series:
     """The trial with the best value of `metric` at any epoch it trained (the space's metric and mode)."""
     metric = metric or experiment.metric
-    higher = (experiment.mode if metric == experiment.metric else ("min" if metric.endswith("loss") else "max")) == "max"
+    higher = experiment.record.mode_of(metric) == "max"
     scores = experiment.trials[f"best_{metric}"].astype(float)
     if scores.isna().all():
         raise ValueError(f"no trial has a finite {metric}")
@@ -42,12 +42,9 @@ def best_trial(experiment: Experiment, *, metric: str | None = None) -> pd.Serie
 
 def config_changes(experiment: Experiment, config: dict[str, Any]) -> dict[str, Any]:
     """The keys of `config` whose value differs from the experiment's base config (seed included)."""
-    import dataclasses
+    from search_spaces.space import TRAIN_DEFAULTS
 
-    from cnnsearch.config import TrainConfig
-
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    base = {**defaults, **experiment.space.get("base", {})}
+    base = {**TRAIN_DEFAULTS, **experiment.record.base}
     return {k: v for k, v in config.items() if base.get(k) != v}
 
 

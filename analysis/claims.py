@@ -10,7 +10,6 @@ the claim's factor.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cnnsearch.config import TrainConfig
 from cnnsearch.yamlio import load_yaml
+from search_spaces import METRICS, TRAIN_KEYS, level_key, level_label
 
 from .comparisons import Comparison, compare
-from .levels import factor_levels, is_continuous, level_key, level_label
+from .display import ci, num, scale
 from .load import Experiment
 from .stats import CONFIDENCE, N_RESAMPLES, SEED
 
@@ -34,7 +33,6 @@ CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not tested")
 _CLAIM_KEYS = ("source", "statement", "reported", "where", "id")
 _TOP_KEYS = ("space", "metric", "claims")
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))  # as search_spaces has them, without torch
 
 
 class ClaimsError(ValueError):
@@ -91,6 +89,10 @@ class ClaimSet:
 
 @dataclass(frozen=True)
 class Verdict:
+    """What an experiment says about `claim`: `verdict` (one of VERDICTS), the comparisons of the
+    claimed order's adjacent pairs it rests on (empty when not tested), and a note saying why
+    (what was reversed or open, what was not tested, or that a pair was judged before the last epoch)."""
+
     claim: Claim
     verdict: str  # one of VERDICTS
     comparisons: tuple[Comparison, ...] = ()  # adjacent pairs of the claimed order
@@ -120,8 +122,8 @@ def load_claims(path: str | Path) -> ClaimSet:
     if unknown:
         raise ClaimsError(f"{name}: unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(_TOP_KEYS)}")
     metric = data.get("metric", "val_acc")
-    if metric not in ("val_acc", "val_loss", "train_acc", "train_loss"):
-        raise ClaimsError(f"{name}: metric: must be val_acc, val_loss, train_acc or train_loss, got {metric!r}")
+    if metric not in METRICS:
+        raise ClaimsError(f"{name}: metric: must be {', '.join(list(METRICS)[:-1])} or {list(METRICS)[-1]}, got {metric!r}")
     claims = tuple(_parse_claim(item, i, name) for i, item in enumerate(data["claims"]))
     return ClaimSet(claims=claims, metric=metric, space=data.get("space"), file=name)
 
@@ -187,15 +189,15 @@ def _untested(claim: Claim, experiment: Experiment) -> str | None:
     """Why the experiment cannot test `claim` (a note), None if it can; raises ClaimsError for a claim
     that names an unknown factor or a level the experiment does not have."""
     if not _known_factor(claim, experiment):
-        known = ", ".join(f["name"] for f in experiment.factors)
+        known = ", ".join(f.name for f in experiment.factors)
         raise ClaimsError(f"{claim.file}: {claim.key}: unknown factor {claim.factor!r} (the experiment's factors: "
                           f"{known or 'none'}; or any TrainConfig key)")
     spec = experiment.factor(claim.factor)
     if spec is None or claim.factor not in experiment.varied():
         return f"the experiment does not vary {claim.factor}"
-    if is_continuous(spec):
+    if spec.continuous:
         return f"{claim.factor} was drawn from a continuous distribution, not run at levels"
-    levels = factor_levels(spec) or []
+    levels = list(spec.by_key())
     for level in claim.order:
         if level not in levels:
             raise ClaimsError(f"{claim.file}: {claim.key}: level {level} is not in the experiment "
@@ -207,7 +209,7 @@ def _untested(claim: Claim, experiment: Experiment) -> str | None:
             if note:
                 return note
             continue
-        other_levels = factor_levels(other) or []
+        other_levels = list(other.by_key())
         if level not in other_levels:
             raise ClaimsError(f"{claim.file}: {claim.key}: where: {name}: level {level} is not in the experiment "
                               f"(levels: {', '.join(other_levels)})")
@@ -221,7 +223,7 @@ def _where_on_base(claim: Claim, name: str, experiment: Experiment) -> str | Non
     settings = dict(value) if isinstance(value, Mapping) else {name: value}
     if not all(k in TRAIN_KEYS for k in settings):
         raise ClaimsError(f"{claim.file}: {claim.key}: where: unknown factor {name!r}")
-    base = experiment.space.get("base", {})
+    base = experiment.record.base
     differ = [k for k, v in settings.items() if level_key(base.get(k)) != level_key(v)]
     if differ:
         ran = ", ".join(f"{k}={level_label(base.get(k))}" for k in differ)
@@ -281,29 +283,20 @@ def _verdict(claim: Claim, pairs: tuple[Comparison, ...]) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------- display
-def _scale(metric: str) -> tuple[float, str]:
-    return (100.0, " pp") if metric.endswith("acc") else (1.0, "")
-
-
-def _num(value: float | None, digits: int = 2, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
 def verdicts_table(verdicts: list[Verdict]) -> pd.DataFrame:
     """One row per claim, for display: the claim, its source, the report's values, ours (per adjacent
     pair: means at the compared epoch and the difference with its 95% interval), the verdict."""
     rows = []
     for v in verdicts:
         claim = v.claim
-        reported = " / ".join(f"{claim.label(lv)}: {_num(x)}" for lv, x in zip(claim.order, claim.reported) if x is not None)
+        reported = " / ".join(f"{claim.label(lv)}: {num(x)}" for lv, x in zip(claim.order, claim.reported) if x is not None)
         ours = []
         for c in v.comparisons:
-            k, unit = _scale(c.metric)
-            ci = f"[{_num(k * c.diff.low, sign=True)}, {_num(k * c.diff.high, sign=True)}]" if c.diff.defined else "[CI n/a]"
-            ours.append(f"{claim.label(c.a)} vs {claim.label(c.b)} @ epoch {c.epoch} (n={c.n_a}/{c.n_b}): {_num(k * c.mean_a)} vs "
-                        f"{_num(k * c.mean_b)}, diff {_num(k * c.diff.value, sign=True)}{unit} {ci}")
+            k = scale(c.metric)
+            unit = " pp" if k == 100 else ""  # a difference of percentages is in points
+            interval = ci(c.diff.low, c.diff.high, k) if c.diff.defined else "[CI n/a]"
+            ours.append(f"{claim.label(c.a)} vs {claim.label(c.b)} @ epoch {c.epoch} (n={c.n_a}/{c.n_b}): {num(k * c.mean_a)} vs "
+                        f"{num(k * c.mean_b)}, diff {num(k * c.diff.value, sign=True)}{unit} {interval}")
         rows.append({"claim": claim.text, "source": claim.source, "statement": claim.statement,
                      "reported": reported or "n/a", "measured": "; ".join(ours) or "n/a",
                      "verdict": v.verdict, "note": v.note})

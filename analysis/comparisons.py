@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .levels import factor_levels, is_continuous, level_key
+from search_spaces import level_key
+
 from .load import Experiment
 from .stats import CONFIDENCE, N_RESAMPLES, SEED, Estimate, bootstrap_diff, bootstrap_mean, group_mean
 
@@ -67,7 +68,7 @@ def _cell_columns(experiment: Experiment, factor: str) -> list[str]:
     """Grid designs: the other level factors, whose combinations are the cells of a marginal mean."""
     if experiment.design != "grid":
         return []
-    return [f["name"] for f in experiment.factors if f["name"] != factor and not is_continuous(f)]
+    return [f.name for f in experiment.factors if f.name != factor and not f.continuous]
 
 
 def _reach(trials: pd.DataFrame) -> pd.Series:
@@ -83,12 +84,6 @@ def values_at_epoch(experiment: Experiment, trials: pd.DataFrame, epoch: int, me
                              (experiment.epochs["epoch"] <= epoch)]
     last = rows.sort_values("epoch").drop_duplicates("trial_id", keep="last").set_index("trial_id")[metric]
     return last.reindex(trials["trial_id"]).astype(float)
-
-
-def _mode(experiment: Experiment, metric: str) -> str:
-    if metric == experiment.metric:
-        return experiment.mode
-    return "min" if metric.endswith("loss") else "max"
 
 
 def common_epoch(*groups: pd.DataFrame) -> int | None:
@@ -115,7 +110,7 @@ def compare(experiment: Experiment, factor: str, a: Any, b: Any, *, where: Mappi
             seed: int = SEED) -> Comparison:
     """Level `a` against level `b` of `factor` at the largest epoch every trial of both reached."""
     metric = metric or experiment.metric
-    mode = _mode(experiment, metric)
+    mode = experiment.record.mode_of(metric)
     group_a = group_trials(experiment, factor, a, where=where)
     group_b = group_trials(experiment, factor, b, where=where)
     key_a, key_b = (x if isinstance(x, str) else level_key(x) for x in (a, b))
@@ -142,8 +137,8 @@ def level_effects(experiment: Experiment, factor: str, *, metric: str | None = N
     spec = experiment.factor(factor)
     if spec is None:
         raise KeyError(f"{factor!r} is not a factor of this experiment; factors: "
-                       f"{', '.join(f['name'] for f in experiment.factors)}")
-    groups = {lv: group_trials(experiment, factor, lv) for lv in factor_levels(spec) or []}
+                       f"{', '.join(f.name for f in experiment.factors)}")
+    groups = {lv: group_trials(experiment, factor, lv) for lv in spec.by_key()}
     groups = {lv: g for lv, g in groups.items() if len(g)}
     if not groups:
         return pd.DataFrame(columns=LEVEL_COLUMNS)
@@ -162,7 +157,7 @@ def level_effects(experiment: Experiment, factor: str, *, metric: str | None = N
                      "reference_mean": group_mean(ref_cells), "diff": diff.value, "diff_low": diff.low,
                      "diff_high": diff.high})
     table = pd.DataFrame(rows, columns=LEVEL_COLUMNS[:-1])
-    higher = _mode(experiment, metric) == "max"
+    higher = experiment.record.mode_of(metric) == "max"
     score = table["diff"] if experiment.design == "one_at_a_time" else table["mean"]
     table["rank"] = score.rank(ascending=not higher, method="min").astype("Int64")
     return table
@@ -176,6 +171,6 @@ def effects(experiment: Experiment, *, metric: str | None = None, n_resamples: i
             confidence: float = CONFIDENCE, seed: int = SEED) -> pd.DataFrame:
     """`level_effects` for every factor with levels that the trials vary, stacked."""
     tables = [level_effects(experiment, name, metric=metric, n_resamples=n_resamples, confidence=confidence, seed=seed)
-              for name in experiment.varied() if not is_continuous(experiment.factor(name))]
+              for name in experiment.varied() if not experiment.factor(name).continuous]
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LEVEL_COLUMNS)

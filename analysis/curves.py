@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from .comparisons import group_trials
-from .levels import factor_levels
 from .load import Experiment
 
 __all__ = ["level_curves", "critical_epochs"]
@@ -19,7 +18,7 @@ def level_curves(experiment: Experiment, factor: str, *, metrics: tuple[str, ...
     if spec is None:
         raise KeyError(f"{factor!r} is not a factor of this experiment")
     frames = []
-    for level in factor_levels(spec) or []:
+    for level in spec.by_key():
         ids = group_trials(experiment, factor, level)["trial_id"]
         rows = experiment.epochs[experiment.epochs["trial_id"].isin(ids)]
         if not len(rows):

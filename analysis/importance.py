@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import pandas as pd
 
+from search_spaces import Factor
+
 from .comparisons import common_epoch, values_at_epoch
-from .levels import factor_levels, is_continuous
 from .load import Experiment
 
 __all__ = ["parameter_importance"]
 
 
-def _distribution(factor: dict):
+def _distribution(factor: Factor):
     import optuna
 
-    if not is_continuous(factor):
-        return optuna.distributions.CategoricalDistribution(tuple(factor_levels(factor)))
-    kind, (low, high) = factor["distribution"]
+    if not factor.continuous:
+        return optuna.distributions.CategoricalDistribution(tuple(factor.by_key()))
+    kind, (low, high) = factor.distribution
     if kind == "randint":
         return optuna.distributions.IntDistribution(int(low), int(high) - 1)
     return optuna.distributions.FloatDistribution(float(low), float(high), log=kind == "loguniform")
@@ -41,8 +42,7 @@ def parameter_importance(experiment: Experiment, *, metric: str | None = None, e
     epoch = common_epoch(trials)
     values = values_at_epoch(experiment, trials, epoch, metric)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "maximize" if (experiment.mode if metric == experiment.metric else
-                               ("min" if metric.endswith("loss") else "max")) == "max" else "minimize"
+    direction = "maximize" if experiment.record.mode_of(metric) == "max" else "minimize"
     study = optuna.create_study(direction=direction)
     specs = {n: experiment.factor(n) for n in names}
     distributions = {n: _distribution(specs[n]) for n in names}
@@ -50,7 +50,7 @@ def parameter_importance(experiment: Experiment, *, metric: str | None = None, e
     for (_, row), value in zip(trials.iterrows(), values):
         if pd.isna(value):
             continue
-        params = {n: (row[n] if is_continuous(specs[n]) else str(row[n])) for n in names}
+        params = {n: (row[n] if specs[n].continuous else str(row[n])) for n in names}
         params = {n: (int(v) if isinstance(distributions[n], optuna.distributions.IntDistribution) else v)
                   for n, v in params.items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(value)))

@@ -1,8 +1,9 @@
 """Read an experiment folder that `tune.run` wrote into two tidy tables: `trials` and `epochs`.
 
 The folder may be a local path or any pyarrow filesystem URI (file://, s3://, gs://, ...). Only files
-are trusted, never folder names: `cnnsearch.json` says what the study was, each trial folder's
-`params.json` what the trial ran and `result.json` (one JSON line per epoch) what it measured.
+are trusted, never folder names: the experiment record (`cnnsearch.json`, `search_spaces.ExperimentRecord`)
+says what the study was, each trial folder's `params.json` what the trial ran and `result.json` (one
+JSON line per epoch) what it measured.
 """
 from __future__ import annotations
 
@@ -17,19 +18,27 @@ from typing import Any
 import pandas as pd
 from pyarrow import fs as pafs
 
-from .levels import factor_keys, factor_levels, is_continuous, level_key, level_labels
+from search_spaces import (
+    CHECKPOINT_FILE,
+    METRICS,
+    STATE_FILE,
+    ExperimentRecord,
+    Factor,
+    RecordError,
+    level_key,
+    locate_folder,
+    trial_config,
+)
 
-__all__ = ["Experiment", "ExperimentError", "SkippedTrialWarning", "load_experiment", "METRICS", "STATE_FILE"]
+__all__ = ["Experiment", "ExperimentError", "SkippedTrialWarning", "load_experiment"]
 
-STATE_FILE = "cnnsearch.json"
-CHECKPOINT_FILE = "state.pt"
-METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
-_HIGHER_IS_BETTER = {"val_acc": True, "train_acc": True, "val_loss": False, "train_loss": False}
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s",
                  "time_total_s", "status")
-# Tune's own trial status (experiment_state-*.json) -> ours, for trials without a final row.
-_TUNE_STATUS = {"TERMINATED": "stopped", "ERROR": "error", "RUNNING": "unfinished", "PENDING": "unfinished",
-                "PAUSED": "unfinished"}
+# Tune's own trial status (experiment_state-*.json) -> ours, for trials without a final row. PAUSED:
+# a scheduler (HyperBand) halted the trial at a rung; Tune's last snapshot still says PAUSED for the
+# trials it then stopped there, when the experiment ended.
+_TUNE_STATUS = {"TERMINATED": "stopped", "PAUSED": "stopped", "ERROR": "error", "RUNNING": "unfinished",
+                "PENDING": "unfinished"}
 _TRIAL_FILES = ("params.json", "result.json", "progress.csv")
 
 
@@ -43,11 +52,11 @@ class SkippedTrialWarning(UserWarning):
 
 @dataclass
 class Experiment:
-    """One experiment: its `cnnsearch.json` (`state`), the `trials` table (one row per trial) and the
+    """One experiment: its `record` (what ran), the `trials` table (one row per trial) and the
     `epochs` table (one row per trial and reported epoch). `skipped` names the unreadable trial folders."""
 
     path: str
-    state: dict[str, Any]
+    record: ExperimentRecord
     trials: pd.DataFrame
     epochs: pd.DataFrame
     skipped: list[str] = field(default_factory=list)
@@ -60,47 +69,43 @@ class Experiment:
         return self.root.rstrip("/").rsplit("/", 1)[-1] or self.path
 
     @property
-    def space(self) -> dict[str, Any]:
-        return self.state["space"]
-
-    @property
     def design(self) -> str:
-        return self.space["design"]
+        return self.record.design
 
     @property
     def metric(self) -> str:
-        return self.space.get("metric", "val_acc")
+        return self.record.metric
 
     @property
     def mode(self) -> str:
-        return self.space.get("mode") or ("max" if _HIGHER_IS_BETTER.get(self.metric, True) else "min")
+        return self.record.mode
 
     @property
-    def factors(self) -> list[dict[str, Any]]:
-        return list(self.space.get("factors") or [])
+    def factors(self) -> tuple[Factor, ...]:
+        return self.record.factors
 
     @property
     def max_epochs(self) -> int:
-        return int(self.state["epochs"])
+        return self.record.epochs
 
     @property
     def scheduler(self) -> str:
-        return self.state.get("scheduler", "fifo")
+        return self.record.scheduler
 
     @property
     def dataset(self) -> str:
-        return self.state.get("dataset") or self.space["base"].get("dataset", "cifar10")
+        return self.record.dataset
 
-    def factor(self, name: str) -> dict[str, Any] | None:
-        """The factor `name` as cnnsearch.json stores it, or None."""
-        return next((f for f in self.factors if f["name"] == name), None)
+    def factor(self, name: str) -> Factor | None:
+        """The factor `name`, or None."""
+        return self.record.factor(name)
 
     def varied(self) -> list[str]:
         """Factors the loaded trials actually vary: two or more levels present (or a continuous draw)."""
         out = []
         for f in self.factors:
-            if f["name"] in self.trials and self.trials[f["name"]].nunique(dropna=True) > 1:
-                out.append(f["name"])
+            if f.name in self.trials and self.trials[f.name].nunique(dropna=True) > 1:
+                out.append(f.name)
         return out
 
     def read_checkpoint(self, trial_id: str) -> dict[str, Any]:
@@ -129,20 +134,19 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     no readable trial.
     """
     text = os.fspath(path)
-    filesystem, root = _filesystem(text)
+    try:
+        filesystem, root = locate_folder(text)
+    except RecordError as exc:
+        raise ExperimentError(str(exc)) from None
     info = filesystem.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise ExperimentError(f"{text}: no such experiment folder")
-    state_path = f"{root}/{STATE_FILE}"
-    if filesystem.get_file_info(state_path).type != pafs.FileType.File:
+    if filesystem.get_file_info(f"{root}/{STATE_FILE}").type != pafs.FileType.File:
         raise ExperimentError(f"{text}: not an experiment folder written by `python -m tune.run` (no {STATE_FILE})")
     try:
-        state = json.loads(_read(filesystem, state_path))
-    except ValueError as exc:
-        raise ExperimentError(f"{text}: {STATE_FILE} is not JSON ({exc})") from None
-    if not (isinstance(state, dict) and isinstance(state.get("space"), dict) and "factors" in state["space"]
-            and "epochs" in state):
-        raise ExperimentError(f"{text}: {STATE_FILE} lacks space.factors or epochs; was it written by tune.run?")
+        record = ExperimentRecord.read(root, filesystem)
+    except RecordError as exc:
+        raise ExperimentError(f"{text}: {exc}") from None
 
     tune_status = _tune_statuses(filesystem, root)
     trial_rows, epoch_rows, skipped, configs = [], [], [], {}
@@ -154,7 +158,7 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         if not any(name in files for name in _TRIAL_FILES):
             continue  # not a trial folder (e.g. an analysis output folder)
         try:
-            trial, rows, config = _read_trial(filesystem, entry.path, files, state, tune_status)
+            trial, rows, config = _read_trial(filesystem, entry.path, files, record, tune_status)
         except _BrokenTrial as exc:
             skipped.append(f"{entry.base_name}: {exc}")
             warnings.warn(f"skipping trial folder {entry.base_name}: {exc}", SkippedTrialWarning, stacklevel=2)
@@ -165,23 +169,13 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     if not trial_rows:
         extra = f" ({len(skipped)} unreadable)" if skipped else ""
         raise ExperimentError(f"{text}: no readable trial folders{extra}; did the experiment start?")
-    trials = _trials_frame(trial_rows, state)
-    epochs = _epochs_frame(epoch_rows, trials, state)
-    return Experiment(path=text, state=state, trials=trials, epochs=epochs, skipped=skipped, configs=configs,
+    trials = _trials_frame(trial_rows, record)
+    epochs = _epochs_frame(epoch_rows, trials)
+    return Experiment(path=text, record=record, trials=trials, epochs=epochs, skipped=skipped, configs=configs,
                       filesystem=filesystem, root=root)
 
 
 # ------------------------------------------------------------------------------------------ files
-def _filesystem(text: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in text:
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
-    try:
-        filesystem, root = pafs.FileSystem.from_uri(text)
-    except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-        raise ExperimentError(f"{text}: {str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__}") from None
-    return filesystem, root.rstrip("/")
-
-
 def _read(filesystem: pafs.FileSystem, path: str) -> str:
     with filesystem.open_input_stream(path) as f:
         return f.read().decode("utf-8")
@@ -209,17 +203,7 @@ class _BrokenTrial(Exception):
     pass
 
 
-def _search_spaces():
-    """(trial_config, TRAIN_KEYS). Imported on use, not at the top: search_spaces imports torch (it
-    validates models), which a folder that is not an experiment should not have to wait for."""
-    from search_spaces import trial_config
-    from search_spaces.schema import TRAIN_KEYS
-
-    return trial_config, TRAIN_KEYS
-
-
-def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: dict[str, str]):
-    trial_config, train_keys = _search_spaces()
+def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, tune_status: dict[str, str]):
     name = folder.rstrip("/").rsplit("/", 1)[-1]
     if "params.json" not in files:
         raise _BrokenTrial("no params.json")
@@ -248,7 +232,7 @@ def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: 
 
     trial_id = str(rows[-1].get("trial_id") or name)
     last = rows[-1]
-    epochs, planned = len(rows), int(config.get("epochs", state["epochs"]))
+    epochs, planned = len(rows), int(config.get("epochs", record.epochs))
     status = str(last.get("status", "running"))
     if status not in ("completed", "diverged"):
         # Tune's own state first: a trial restored after a failure keeps its old error.txt.
@@ -256,9 +240,8 @@ def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: 
             status = _TUNE_STATUS.get(tune_status[trial_id], "unfinished")
         elif "error.txt" in files:
             status = "error"
-        else:
-            status = "stopped" if state.get("scheduler") == "asha" else "unfinished"
-    asha = state.get("scheduler") == "asha"
+        else:  # no state from Tune (a copied folder): a trial ended early was stopped if the scheduler stops any
+            status = "stopped" if record.scheduler_entry.stops_early else "unfinished"
     point = params.get("design_point") if isinstance(params.get("design_point"), dict) else None
 
     trial: dict[str, Any] = {
@@ -267,26 +250,26 @@ def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: 
         "design_factor": point["factor"] if point else None,
         "seed": int(config.get("seed", 0)),
     }
-    trial.update(_factor_values(config, state, train_keys))
-    metric = state["space"].get("metric", "val_acc")
-    higher = state["space"].get("mode", "max") == "max"
+    trial.update(_factor_values(config, record))
+    metric = record.metric
     scored = [r for r in rows if _finite(r.get(metric))]
-    best = (max if higher else min)(scored, key=lambda r: r[metric]) if scored else None
+    best = (max if record.mode == "max" else min)(scored, key=lambda r: r[metric]) if scored else None
     trial.update({
         "status": status,
-        "stopped_early": bool(asha and epochs < planned and status != "diverged"),
+        # From the status, whatever the scheduler: Tune ended it (TERMINATED) before its last epoch.
+        "stopped_early": bool(status == "stopped" and epochs < planned),
         "epochs": epochs, "max_epochs": planned,
         "best_epoch": int(best["epoch"]) if best else None,
     })
-    for m in METRICS:
+    for m, mode in METRICS.items():
         values = [r[m] for r in rows if _finite(r.get(m))]
-        trial[f"best_{m}"] = (max if _HIGHER_IS_BETTER[m] else min)(values) if values else float("nan")
+        trial[f"best_{m}"] = (max if mode == "max" else min)(values) if values else float("nan")
         trial[f"last_{m}"] = last.get(m, float("nan"))
     trial.update({
         "wall_time_s": float(last.get("time_total_s", float("nan"))),
         "train_time_s": float(sum(r.get("epoch_time_s", 0.0) for r in rows)),
         "device": last.get("device"),
-        "cpu": state.get("resources", {}).get("cpu"), "gpu": state.get("resources", {}).get("gpu"),
+        "cpu": record.resources.get("cpu"), "gpu": record.resources.get("gpu"),
         "checkpoint": _latest_checkpoint(filesystem, files),
     })
     trial.update({f"config/{k}": (level_key(v) if isinstance(v, (list, dict)) else v) for k, v in config.items()})
@@ -294,17 +277,16 @@ def _read_trial(filesystem, folder: str, files: dict, state: dict, tune_status: 
     return trial, epoch_rows, config
 
 
-def _factor_values(config: dict[str, Any], state: dict, train_keys: tuple[str, ...]) -> dict[str, Any]:
+def _factor_values(config: dict[str, Any], record: ExperimentRecord) -> dict[str, Any]:
     """Each factor's level in this trial, read from the effective config (so one design's encoding
     of a point does not matter): a level key, or the drawn number for a continuous factor."""
     out = {}
-    for factor in state["space"]["factors"]:
-        keys = factor_keys(factor, train_keys)
-        if factor["name"] in train_keys:
-            value = config.get(factor["name"])
-            out[factor["name"]] = value if is_continuous(factor) else level_key(value)
+    for factor in record.factors:
+        if factor.multi_key:
+            out[factor.name] = level_key({k: config.get(k) for k in factor.keys})
         else:
-            out[factor["name"]] = level_key({k: config.get(k) for k in keys})
+            value = config.get(factor.name)
+            out[factor.name] = value if factor.continuous else level_key(value)
     return out
 
 
@@ -320,37 +302,33 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
 
 
-def _trials_frame(rows: list[dict], state: dict) -> pd.DataFrame:
-    _, train_keys = _search_spaces()
+def _trials_frame(rows: list[dict], record: ExperimentRecord) -> pd.DataFrame:
     trials = pd.DataFrame(rows)
     if trials["label"].isna().all():  # grid and sample designs: label by the factor values
-        trials["label"] = [_label(row, state, train_keys) for _, row in trials.iterrows()]
-    factors = state["space"]["factors"]
+        trials["label"] = [_label(row, record) for _, row in trials.iterrows()]
     # The space's order: the base point, then (one at a time) each factor's points, levels in order.
-    position = {f["name"]: i for i, f in enumerate(factors)}
+    position = {f.name: i for i, f in enumerate(record.factors)}
     sort_keys = [trials["design_factor"].map(lambda f: position.get(f, -1) if isinstance(f, str) else -1)]
-    for factor in factors:
-        levels = factor_levels(factor)
-        if levels is not None:
-            sort_keys.append(trials[factor["name"]].map({lv: i for i, lv in enumerate(levels)}))
+    for factor in record.factors:
+        if not factor.continuous:
+            sort_keys.append(trials[factor.name].map({lv: i for i, lv in enumerate(factor.by_key())}))
     trials = trials.assign(**{f"_k{i}": k for i, k in enumerate(sort_keys)})
     trials = trials.sort_values([f"_k{i}" for i in range(len(sort_keys))] + ["seed", "trial_id"], kind="stable")
     return trials.drop(columns=[f"_k{i}" for i in range(len(sort_keys))]).reset_index(drop=True)
 
 
-def _label(row: pd.Series, state: dict, train_keys: tuple[str, ...]) -> str:
+def _label(row: pd.Series, record: ExperimentRecord) -> str:
     parts = []
-    for factor in state["space"]["factors"]:
-        value = row[factor["name"]]
-        if is_continuous(factor):
-            parts.append(f"{factor['name']}={value:.3g}")
-            continue
-        label = level_labels(factor).get(value, value)
-        parts.append(label if factor["name"] not in train_keys else f"{factor['name']}={label}")
+    for factor in record.factors:
+        value = row[factor.name]
+        if factor.continuous:
+            parts.append(f"{factor.name}={value:.3g}")
+        else:
+            parts.append(factor.label(factor.by_key().get(value, value)))
     return ",".join(parts) or "base"
 
 
-def _epochs_frame(rows: list[dict], trials: pd.DataFrame, state: dict) -> pd.DataFrame:
+def _epochs_frame(rows: list[dict], trials: pd.DataFrame) -> pd.DataFrame:
     # Factor levels stay in `trials` (join on trial_id): a factor may share a name with an epoch
     # column (`lr` is also the learning rate an epoch ran at).
     keys = ["trial_id", "label", "design_factor", "seed"]

@@ -3,7 +3,6 @@ figures, the learning-curve, ASHA, best-trial and importance figures, and the co
 figures/*.png, trials.csv and epochs.csv."""
 from __future__ import annotations
 
-import math
 import re
 import sys
 import time
@@ -13,12 +12,12 @@ from typing import Any
 import pandas as pd
 
 from .best import evaluate_best
-from .budget import asha_rungs, cost
 from .claims import ClaimSet, check_claims, default_claims_file, early_epochs, load_claims, verdicts_table
-from .curves import critical_epochs
 from .comparisons import level_effects
+from .costs import cost
+from .curves import critical_epochs
+from .display import changes, ci, num, scale
 from .figures import plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_overfitting
-from .levels import is_continuous, level_label, level_labels
 from .load import Experiment
 from .stats import CONFIDENCE, N_RESAMPLES
 
@@ -45,13 +44,13 @@ def write_report(experiment: Experiment, out: str | Path, *, claims: ClaimSet | 
     experiment.trials.to_csv(out / "trials.csv", index=False)
     experiment.epochs.to_csv(out / "epochs.csv", index=False)
 
-    lines = [f"# {experiment.name}: {experiment.space.get('description', experiment.space['name'])}", "",
+    lines = [f"# {experiment.name}: {experiment.record.description or experiment.record.space}", "",
              _summary(experiment), ""]
     lines += _claims_section(verdicts, claim_set, experiment, n_resamples)
     smallest = None
     for factor in experiment.varied():
         spec = experiment.factor(factor)
-        if is_continuous(spec):
+        if spec.continuous:
             continue
         table = level_effects(experiment, factor, n_resamples=n_resamples)
         if not len(table):
@@ -59,7 +58,7 @@ def write_report(experiment: Experiment, out: str | Path, *, claims: ClaimSet | 
         smallest = min(smallest or 10**9, int(table["n"].min()))
         stem = _file_stem(factor)
         plot_level_curves(experiment, factor, figures / f"curves_{stem}.png")
-        labels = level_labels(spec)
+        labels = spec.level_labels()
         table = table.assign(level=table["level"].map(lambda k: labels.get(k, k)),
                              reference=table["reference"].map(lambda k: labels.get(k, k)))
         plot_level_effects(table, figures / f"levels_{stem}.png", metric=metric)
@@ -83,7 +82,7 @@ def _claims(experiment: Experiment, claims) -> ClaimSet | None:
         return claims
     if claims is not None:
         return load_claims(claims)
-    default = default_claims_file(experiment.space["name"])
+    default = default_claims_file(experiment.record.space)
     return load_claims(default) if default is not None else None
 
 
@@ -102,33 +101,14 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _scale(metric: str) -> tuple[float, str]:
-    return (100.0, "%") if metric.endswith("acc") else (1.0, "")
-
-
-def _num(value: Any, digits: int = 2, sign: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return "n/a"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _ci(low: float, high: float, k: float, sign: bool = True) -> str:
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
-        return "CI n/a"
-    return f"[{_num(k * low, sign=sign)}, {_num(k * high, sign=sign)}]"
-
-
 def _summary(experiment: Experiment) -> str:
-    state = experiment.state
-    space = experiment.space
-    seeds = ", ".join(map(str, space.get("seeds", [])))
-    scheduler = (f"ASHA (grace {state.get('grace_period')}, keep 1/{state.get('reduction_factor')} per rung)"
-                 if experiment.scheduler == "asha" else experiment.scheduler.upper())
-    text = (f"Space `{space['name']}` ({space.get('source') or 'no source'}), design {experiment.design}, budget "
-            f"{state.get('budget')}, {len(experiment.trials)} trials loaded of {state.get('num_trials', '?')}, "
-            f"seeds {seeds}, up to {experiment.max_epochs} epochs, {scheduler}, search {state.get('search')}, "
-            f"data {experiment.dataset}, metric {experiment.metric} ({experiment.mode}). "
-            f"Run: `{state.get('command', '?')}` ({state.get('created', '?')}); folder `{experiment.path}`. "
+    record = experiment.record
+    seeds = ", ".join(map(str, record.seeds))
+    text = (f"Space `{record.space}` ({record.source or 'no source'}), design {experiment.design}, budget "
+            f"{record.budget}, {len(experiment.trials)} trials loaded of {_known(record.num_trials)}, "
+            f"seeds {seeds}, up to {experiment.max_epochs} epochs, {record.scheduler_entry.summary(record.settings)}, "
+            f"search {record.search}, data {experiment.dataset}, metric {experiment.metric} ({experiment.mode}). "
+            f"Run: `{_known(record.command)}` ({_known(record.created)}); folder `{experiment.path}`. "
             f"Report written {time.strftime('%Y-%m-%d %H:%M')}.")
     if experiment.skipped:
         text += "\n\nSkipped (unreadable) trial folders: " + "; ".join(f"`{s}`" for s in experiment.skipped) + "."
@@ -138,12 +118,12 @@ def _summary(experiment: Experiment) -> str:
 def _claims_section(verdicts, claim_set: ClaimSet | None, experiment: Experiment, n_resamples: int) -> list[str]:
     lines = ["## Claims", ""]
     if claim_set is None:
-        return lines + [f"No claims file for space `{experiment.space['name']}` "
+        return lines + [f"No claims file for space `{experiment.record.space}` "
                         "(pass `--claims FILE`; see analysis/README.md).", ""]
     if not verdicts:
         return lines + [f"`{claim_set.file}` holds no claims.", ""]
     table = verdicts_table(verdicts)
-    unit = "%" if claim_set.metric.endswith("acc") else ""
+    unit = "%" if scale(claim_set.metric) == 100 else ""
     shown = pd.DataFrame({
         "claim": [f"**{r.claim}** ({r.source}): {r.statement}" for r in table.itertuples()],
         f"report's value ({claim_set.metric}{', ' + unit if unit else ''})": table["reported"],
@@ -169,14 +149,15 @@ def _claims_section(verdicts, claim_set: ClaimSet | None, experiment: Experiment
 
 
 def _factor_section(factor: str, table: pd.DataFrame, verdicts, metric: str, stem: str) -> list[str]:
-    k, unit = _scale(metric)
+    k = scale(metric)
+    unit = "%" if k == 100 else ""
     reference = table["reference"].iloc[0]
     shown = pd.DataFrame({
         "level": table["level"], "epoch": table["epoch"], "trials": table["n"],
         f"mean {metric}{' (' + unit + ')' if unit else ''} [{CONFIDENCE:.0%} CI]":
-            [f"{_num(k * m)} {_ci(lo, hi, k, sign=False)}" for m, lo, hi in zip(table["mean"], table["mean_low"], table["mean_high"])],
+            [f"{num(k * m)} {ci(lo, hi, k, sign=False)}" for m, lo, hi in zip(table["mean"], table["mean_low"], table["mean_high"])],
         f"diff vs {reference} [{CONFIDENCE:.0%} CI]":
-            ["(reference)" if lv == reference else f"{_num(k * d, sign=True)} {_ci(lo, hi, k)}"
+            ["(reference)" if lv == reference else f"{num(k * d, sign=True)} {ci(lo, hi, k)}"
              for lv, d, lo, hi in zip(table["level"], table["diff"], table["diff_low"], table["diff_high"])],
         "rank": table["rank"],
     })
@@ -194,9 +175,9 @@ def _overfitting_section(experiment: Experiment, figures: Path) -> list[str]:
     shown = pd.DataFrame({
         "point": table["label"], "trials": table["trials"], "epochs": table["epochs"],
         "critical epoch": [("n/a (still falling)" if pd.isna(c) else int(c)) for c in table["critical_epoch"]],
-        "min val loss": [_num(v, 3) for v in table["min_val_loss"]],
-        "last val loss": [_num(v, 3) for v in table["last_val_loss"]],
-        "last train loss": [_num(v, 3) for v in table["last_train_loss"]],
+        "min val loss": [num(v, 3) for v in table["min_val_loss"]],
+        "last val loss": [num(v, 3) for v in table["last_val_loss"]],
+        "last train loss": [num(v, 3) for v in table["last_train_loss"]],
     })
     return (["## Over-fitting: the critical epoch", "",
              "The epoch after which the mean validation loss rises (report A's \"critical epoch\"); n/a while it is "
@@ -206,10 +187,11 @@ def _overfitting_section(experiment: Experiment, figures: Path) -> list[str]:
 
 def _asha_section(experiment: Experiment, figures: Path) -> list[str]:
     plot_asha_rungs(experiment, figures / "asha_rungs.png")
-    rungs = asha_rungs(experiment)
-    text = (f"ASHA decided at epochs {', '.join(map(str, rungs))}." if rungs else
-            f"Scheduler {experiment.scheduler}: every trial ran to its end." if experiment.scheduler != "asha" else
-            "ASHA had no rung below the last epoch.")
+    record = experiment.record
+    entry, rungs = record.scheduler_entry, record.rungs
+    text = (f"{entry.title} decided at epochs {', '.join(map(str, rungs))}." if rungs else
+            f"Scheduler {record.scheduler}: every trial ran to its end." if not entry.stops_early else
+            f"{entry.title} had no rung below the last epoch.")
     return ["## Trials alive per epoch", "", text, "", "![trials alive per epoch](figures/asha_rungs.png)", ""]
 
 
@@ -222,11 +204,11 @@ def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir
     row = best_trial(experiment)
     history = experiment.epochs[experiment.epochs["trial_id"] == row["trial_id"]].to_dict("records")
     plot_curves(history, figures / "best_curves.png", title=f"best trial: {row['label']} seed {row['seed']}")
-    changes = config_changes(experiment, experiment.configs[row["trial_id"]])
+    differs = config_changes(experiment, experiment.configs[row["trial_id"]])
     lines = ["## Best trial", "",
              f"`{row['label']}` seed {row['seed']} (folder `{row['folder']}`): best {metric} "
-             f"{_num(row[f'best_{metric}'], 4)} at epoch {row['best_epoch']} of {row['epochs']} trained "
-             f"({row['status']}). Differs from the base in: {_changes(changes)}.", "",
+             f"{num(row[f'best_{metric}'], 4)} at epoch {row['best_epoch']} of {row['epochs']} trained "
+             f"({row['status']}). Differs from the base in: {changes(differs)}.", "",
              "![best trial's learning curves](figures/best_curves.png)", ""]
     if not test:
         return lines + ["Test split not evaluated (`--no-test`): no confusion matrix.", ""]
@@ -243,8 +225,9 @@ def _best_section(experiment: Experiment, figures: Path, *, test: bool, data_dir
                     "chose nothing.", "", "![confusion matrix on the test split](figures/confusion.png)", ""]
 
 
-def _changes(changes: dict) -> str:
-    return ", ".join(f"{k}={level_label(v)}" for k, v in changes.items()) or "nothing"
+def _known(value: Any) -> str:
+    """What the record says, or ? where an old one does not say."""
+    return "?" if value is None else str(value)
 
 
 def _importance_section(experiment: Experiment, figures: Path) -> list[str]:
@@ -273,8 +256,9 @@ def _cost_section(experiment: Experiment) -> list[str]:
              f"- Epochs trained: {c['epochs_trained']} of {c['epochs_planned']} if every trial ran to its end.",
              f"- Wall time summed over trials: {c['trial_hours']:.3f} h; device time: {c['device_hours']:.3f} "
              f"{c['device_unit']} ({c['device_per_trial']:g} per trial)."]
-    if c["scheduler"] == "asha":
-        lines.append(f"- ASHA's saving: {c['stopped_early']} trials stopped early, {c['saved_epochs']} epochs not run "
+    entry = experiment.record.scheduler_entry
+    if entry.stops_early:
+        lines.append(f"- {entry.title}'s saving: {c['stopped_early']} trials stopped early, {c['saved_epochs']} epochs not run "
                      f"({c['saved_fraction']:.0%} of the full budget), about {c['saved_device_hours']:.3f} "
                      f"{c['device_unit']} at each stopped trial's own time per epoch.")
     else:

@@ -5,8 +5,7 @@ torch and torchvision are imported.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .lazy import lazy_attributes
 
 __all__ = [
     "TrainConfig", "Dataset", "ImageSplit", "load_dataset", "fit", "evaluate", "FitResult", "EvalResult",
@@ -19,12 +18,4 @@ _HOME = {
     "build_model": "models", "describe_model": "models", "list_models": "models",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'cnnsearch' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _HOME)

@@ -1,13 +1,14 @@
-"""Figures for one training run: learning curves and a confusion matrix (matplotlib, PNG)."""
+"""Figures for one training run: learning curves and a confusion matrix (matplotlib, PNG).
+
+`matplotlib.figure.Figure`, not pyplot: writing a PNG needs no backend and no display, and importing
+this module leaves a notebook's backend alone.
+"""
 from __future__ import annotations
 
 import os
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 __all__ = ["plot_curves", "plot_confusion"]
 
@@ -15,7 +16,8 @@ __all__ = ["plot_curves", "plot_confusion"]
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
     """Train and validation loss (left) and accuracy (right) against epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("val_loss", "val")):
         ax_loss.plot(epochs, [h[key] for h in history], marker=".", label=label)
     for key, label in (("train_acc", "train"), ("val_acc", "val")):
@@ -29,7 +31,6 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_confusion(confusion, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
@@ -41,7 +42,8 @@ def plot_confusion(confusion, classes: Sequence[str], path: str | os.PathLike, t
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(classes)
     size = max(5.0, 0.45 * k + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if k <= 20:
         ax.set_xticks(range(k), classes, rotation=45, ha="right")
@@ -54,4 +56,3 @@ def plot_confusion(confusion, classes: Sequence[str], path: str | os.PathLike, t
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

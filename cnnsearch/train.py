@@ -25,6 +25,8 @@ __all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
 # CLI flag -> TrainConfig field, where the names differ.
 _RENAMED = {"arch": "model"}
 _NOT_CONFIG = {"config", "data_dir", "no_download", "out", "resume", "quiet"}
+# TrainConfig fields set only through --config FILE (tests/test_train_cli.py checks every other has a flag).
+CONFIG_FILE_ONLY: tuple[str, ...] = ()
 
 
 def build_parser() -> ArgumentParser:
@@ -42,6 +44,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     g.add_argument("--val-size", type=int, help="validation images carved from train (default 5000)")
+    g.add_argument("--split-seed", type=int, help="seed of the train/validation split (default 0, fixed across --seed)")
     g.add_argument("--train-subset", type=int, help="training images per class (default: all)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random crop + flip (default: on for CIFAR, off for MNIST)")
@@ -64,6 +67,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="replay each training step as one CUDA graph (default: on for CUDA)")
+    g.add_argument("--eval-batch-size", type=int, help="batch size of validation and test evaluation (default 1024)")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="output folder (default: runs/train/MODEL-DATASET-TIME)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

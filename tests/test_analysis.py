@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 
 from analysis import (
-    ClaimsError, SkippedTrialWarning, bootstrap_diff, bootstrap_mean, check_claims, compare, effects,
-    level_effects, load_claims, load_experiment, parameter_importance, verdicts_table,
+    ClaimsError, check_claims, compare, effects, level_effects, load_claims, load_experiment, parameter_importance,
+    verdicts_table,
 )
 from analysis.__main__ import main
 from analysis.claims import CLAIMS_DIR
-from analysis.levels import factor_levels, level_key
+from analysis.load import SkippedTrialWarning
+from analysis.stats import bootstrap_diff, bootstrap_mean
+from search_spaces import level_key
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "tests" / "data" / "analysis_space.yaml"
@@ -440,10 +442,10 @@ def test_shipped_claims_fit_their_space(path):
     factors = {f.name: f for f in load_space(path.stem).factors}
     for claim in claims:
         assert claim.source in "ABCDE" and claim.statement and all(v is not None for v in claim.reported)
-        levels = factor_levels({"levels": factors[claim.factor].levels})
+        levels = list(factors[claim.factor].by_key())
         assert set(claim.order) <= set(levels), (claim.key, claim.order, levels)
         for name, level in claim.where.items():
-            assert level in factor_levels({"levels": factors[name].levels})
+            assert level in factors[name].by_key()
     assert {path.stem for path in CLAIMS_DIR.glob("*.yaml")} == {"ablation", "architectures", "optimizers"}
 
 

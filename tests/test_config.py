@@ -60,3 +60,37 @@ def test_bad_values_are_rejected(changes, message):
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         TrainConfig().lr = 0.1  # type: ignore[misc]
+
+
+def test_geometry_comes_from_the_data_sources(tmp_path):
+    """cifar100 has 100 classes and an image folder its own size: a model that cannot take the folder's
+    12x12 images is refused at once; a folder that cannot be read here is left to the data load."""
+    from PIL import Image
+
+    from cnnsearch.data.sources import geometry
+
+    assert geometry("cifar100").num_classes == 100 and geometry("mnist") == (1, 28, 10)
+    for split in ("train", "test"):
+        for cls in ("a", "b", "c"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("L", (12, 12)).save(tmp_path / split / cls / "0.png")  # grey 12x12
+    folder = f"imagefolder:{tmp_path}"
+    assert geometry(folder) == (1, 12, 3)
+    with pytest.raises(ValueError, match="image_size must be >= 16"):
+        TrainConfig(model="basecnn", dataset=folder)
+    TrainConfig(model="resnet18", dataset=folder)  # global pooling: any size
+    TrainConfig(model="basecnn", dataset=f"imagefolder:{tmp_path / 'elsewhere'}")
+
+
+def test_the_network_is_built_once_not_per_construction():
+    from cnnsearch import config as config_module
+
+    c = TrainConfig(model="densenet121", width=0.5)
+    built = len(config_module._MODEL_ERRORS)
+    for i in range(50):
+        c = c.replace(lr=1e-3 * (i + 1))
+    TrainConfig.from_dict(c.to_dict())
+    assert len(config_module._MODEL_ERRORS) == built
+    TrainConfig(model="densenet121", width=0.5, stem_bn=True)
+    with pytest.raises(ValueError, match="stem_bn must be True or False"):  # 1 is not True to the cache either
+        TrainConfig(model="densenet121", width=0.5, stem_bn=1)

@@ -90,3 +90,22 @@ def test_config_file_reads_exponent_floats_and_flags_override(tmp_path):
     path.write_text("lr: 1e-3\nlr: 2e-3\n")
     with pytest.raises(ValueError, match="duplicate key 'lr'"):
         config_from_args(build_parser().parse_args(["--config", str(path)]))
+
+
+def test_every_config_field_has_a_flag_or_is_named_config_file_only():
+    import dataclasses
+
+    from cnnsearch.config import TrainConfig
+    from cnnsearch.train import _NOT_CONFIG, _RENAMED, CONFIG_FILE_ONLY, build_parser
+
+    flags = {_RENAMED.get(a.dest, a.dest) for a in build_parser()._actions} - _NOT_CONFIG - {"help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert flags <= fields, f"flags that set no TrainConfig field: {sorted(flags - fields)}"
+    assert fields - flags == set(CONFIG_FILE_ONLY), f"fields without a flag: {sorted(fields - flags - set(CONFIG_FILE_ONLY))}"
+
+
+def test_split_seed_and_eval_batch_size_flags():
+    from cnnsearch.train import build_parser, config_from_args
+
+    config = config_from_args(build_parser().parse_args(["--split-seed", "3", "--eval-batch-size", "256"]))
+    assert (config.split_seed, config.eval_batch_size) == (3, 256)

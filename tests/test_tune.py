@@ -15,14 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from search_spaces import SCHEDULERS, ExperimentRecord, load_space
+from tune import Plan, RunError, RunOptions, run_experiment
 from tune.run import main
 
 SMOKE = ["--budget", "smoke", "--no-dashboard", "--no-download"]
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
 def inject_dir(tmp_path_factory) -> Path:
-    """Fault injection is armed while this folder exists (see tune.trainable.FAILURE_ENV)."""
+    """Fault injection is armed while this folder exists (see tune/faults.py)."""
     return tmp_path_factory.mktemp("inject") / "armed"
 
 
@@ -84,8 +87,13 @@ def test_smoke_ablation_runs_every_trial(asha_run):
     results = trial_results(exp)
     assert len(results) == 18  # 9 design points x 2 seeds
     assert_complete(results, {1, 2})
-    state = json.loads((exp / "cnnsearch.json").read_text())
-    assert state["space"]["name"] == "ablation" and state["budget"] == "smoke"
+    record = ExperimentRecord.read(str(exp))
+    assert (record.space, record.budget, record.scheduler, record.num_trials) == ("ablation", "smoke", "asha", 18)
+    assert record.settings == {"grace_period": 1, "reduction_factor": 2}
+    provenance = record.provenance  # what ran it: the code and the versions
+    assert len(provenance.source_sha256) == 64 and provenance.versions["ray"] and provenance.versions["torch"]
+    assert provenance.commit is None or re.fullmatch(r"[0-9a-f]{40}", provenance.commit)
+    assert provenance.device.startswith(("cpu", "cuda")) and provenance.python.startswith("3.")
     labels = {json.loads((exp / name / "params.json").read_text())["design_point"]["label"] for name in results}
     assert len(labels) == 9 and "base" in labels
     assert seconds < 180, f"smoke ablation took {seconds:.0f}s"
@@ -99,10 +107,54 @@ def test_asha_stops_trials_at_rungs(asha_run):
     assert set(lengths) == {1, 2}, lengths
 
 
+@pytest.mark.parametrize("max_t, grace, factor", [(2, 1, 2), (8, 2, 3), (30, 5, 3), (30, 1, 2), (9, 3, 3)])
+def test_asha_rungs_are_where_ray_puts_them(max_t, grace, factor):
+    """The registry's rungs (the report's figure and notes) against Ray's own ASHAScheduler."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = {"grace_period": grace, "reduction_factor": factor}
+    ray_rungs = {milestone for milestone, _ in
+                 ASHAScheduler(time_attr="training_iteration", max_t=max_t, **settings)._brackets[0]._rungs}
+    assert SCHEDULERS["asha"].rungs(max_t, settings) == sorted(r for r in ray_rungs if r < max_t)
+
+
+def test_hyperband_is_one_registry_entry(ray_cluster, tmp_path):
+    """Ray's HyperBand through the scheduler registry. 6 trials of at most 3 epochs, keeping 1/2: Ray
+    fills a bracket of 3 trials that all run 3 epochs, then one that starts at 1 epoch, halves, and
+    stops its last two at 2. The analysis reads the stopped trials from their status."""
+    from analysis import load_experiment
+
+    code = main(["--space", str(DATA / "analysis_space.yaml"), *SMOKE, "--scheduler", "hyperband",
+                 "--storage", str(tmp_path), "--name", "hb"])
+    assert code == 0
+    results = trial_results(tmp_path / "hb")
+    assert sorted(len(rows) for rows in results.values()) == [1, 2, 2, 3, 3, 3]
+    assert_complete(results, {1, 2, 3})  # paused trials resume where they stopped: no epoch twice or lost
+    exp = load_experiment(tmp_path / "hb")
+    assert (exp.record.scheduler, exp.record.settings, exp.record.rungs) == ("hyperband", {"reduction_factor": 2}, [1, 2])
+    trials = exp.trials
+    assert list(trials["stopped_early"]) == list(trials["epochs"] < 3)
+    assert set(trials.loc[trials["stopped_early"], "status"]) == {"stopped"}
+
+
+def test_run_experiment_from_python(ray_cluster, tmp_path):
+    """What a notebook cell does: a Plan, RunOptions, a RunResult; a taken folder is a RunError, not an exit."""
+    plan = Plan(load_space(str(DATA / "one_trial.yaml")), "smoke", scheduler="fifo")
+    options = RunOptions(storage=str(tmp_path), name="py", download=False, dashboard=False)
+    result = run_experiment(plan, options)
+    assert (result.path, result.trials, result.errors) == (str(tmp_path / "py"), 1, 0)
+    assert result.best.metric == "val_acc" and 0.0 <= result.best.value <= 1.0
+    assert result.best.changes == {"dropout": 0.0} and result.best.config["model"] == "basecnn"  # base sets no dropout
+    assert ExperimentRecord.read(result.path).command is None  # not started from the command line
+    with pytest.raises(RunError, match="already exists") as info:
+        run_experiment(plan, options)
+    assert "\n" not in str(info.value)
+
+
 def test_fractional_gpus_pack_four_trials(ray_cluster, tmp_path):
     """1 logical GPU, 0.25 per trial (and 0.5 CPU): the 4 trials must all run at the same time. Each
     trains for seconds, so the overlap does not hinge on when each cold worker finished its imports."""
-    code = main(["--space", str(Path(__file__).parent / "data" / "four_trials.yaml"), *SMOKE, "--scheduler", "fifo",
+    code = main(["--space", str(DATA / "four_trials.yaml"), *SMOKE, "--scheduler", "fifo",
                  "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--storage", str(tmp_path), "--name", "frac"])
     assert code == 0
     spans = []
@@ -120,7 +172,7 @@ def test_failed_trial_is_retried_from_checkpoint(ray_cluster, inject_dir, tmp_pa
     """The trial raises after epoch 1; Tune restarts it from that epoch's checkpoint and it finishes."""
     inject_dir.mkdir()
     try:
-        code = main(["--space", str(Path(__file__).parent / "data" / "one_trial.yaml"), *SMOKE,
+        code = main(["--space", str(DATA / "one_trial.yaml"), *SMOKE,
                      "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "retry"])
     finally:
         failures = list(inject_dir.glob("failed-*"))
@@ -179,7 +231,8 @@ def test_existing_cluster_through_address(data_root, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    head = subprocess.Popen(["ray", "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
+    # The venv's own `ray`, beside this interpreter: the suite runs from a venv that is not activated.
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard",
                              "false", "--block"], env={**env, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -229,6 +282,14 @@ def test_existing_cluster_through_address(data_root, tmp_path):
     (["--space", "ablation", "--address", "auto", "--num-gpus", "1"], "existing cluster"),
     (["--space", "ablation", "--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
     (["--space", "ablation", "--address", "ray://127.0.0.1:1"], "ray start --head"),
+    (["--space", "ablation", "--gpus-per-trial", "nan"], "--gpus-per-trial must be a finite number, got nan"),
+    (["--space", "ablation", "--cpus-per-trial", "inf"], "--cpus-per-trial must be a finite number"),
+    (["--space", "ablation", "--num-gpus=-inf"], "--num-gpus must be a finite number"),
+    (["--space", "ablation", "--max-failures", "-5"], "--max-failures must be >= 0"),
+    (["--space", "ablation", "--scheduler", "fifo", "--grace-period", "1"], "not a setting of --scheduler fifo"),
+    (["--space", "ablation", "--scheduler", "hyperband", "--grace-period", "1"], "use --scheduler asha"),
+    (["--space", "ablation", "--reduction-factor", "1"], "--reduction-factor must be an integer >= 2"),
+    (["--space", "ablation", "--scheduler", "pbt"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -258,3 +319,27 @@ def test_dry_run_lists_every_trial(capsys):
     assert [(label, seed) for _, label, seed in trials if label.startswith("stem_kernel")] == [
         ("stem_kernel=7", "0"), ("stem_kernel=7", "1")]
     assert re.search(r"^\s*3\. stem_kernel=7 seed=0: stem_kernel=7$", out, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"gpus_per_trial": float("nan")}, "--gpus-per-trial must be a finite number, got nan"),
+    ({"gpus_per_trial": 1.5}, "whole number"),
+    ({"cpus_per_trial": 0}, "--cpus-per-trial must be > 0"),
+    ({"num_cpus": True}, "--num-cpus must be an integer"),
+    ({"max_concurrent": 0}, "--max-concurrent must be >= 1"),
+    ({"resume": True}, "--resume needs --name"),
+    ({"address": "auto", "num_cpus": 2}, "existing cluster"),
+])
+def test_run_options_reject_values_out_of_range(changes, message):
+    with pytest.raises(RunError, match=message) as info:
+        RunOptions(**changes)
+    assert "\n" not in str(info.value)
+
+
+def test_scheduler_choices_come_from_the_registry():
+    from tune.run import build_parser
+
+    action = next(a for a in build_parser()._actions if a.dest == "scheduler")
+    assert tuple(action.choices) == tuple(SCHEDULERS) and "hyperband" in SCHEDULERS
+    assert RunOptions().trial_gpus(0) == 0.0 and RunOptions().trial_gpus(1) == 0.25
+    assert RunOptions(gpus_per_trial=0.5).trial_gpus(0) == 0.5

@@ -5,6 +5,10 @@
     python -m tune.run --space my_space.yaml --budget full --gpus-per-trial 0.25
     python -m tune.run --space ablation --name NAME --resume
     python -m tune.run --space search --search optuna --num-samples 40 --address ray://head:10001
+
+The flags become a `Plan` (what runs) and `RunOptions` (how and where) for `tune.run_experiment`;
+this module keeps the defaults that depend on the command line, the one-line errors (exit 2) and the
+summary at the end (exit 1 when trials errored).
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cl
 
 
 def build_parser() -> ArgumentParser:
-    from search_spaces import BUDGETS
+    from search_spaces import BUDGETS, DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
-    from .plan import SCHEDULERS, SEARCHES
+    from .options import DEFAULT_GPU_SHARE, RunOptions
+    from .plan import SEARCHES
 
     p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
     g = p.add_argument_group("what to run")
@@ -35,81 +40,60 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
     g.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     g = p.add_argument_group("search")
-    g.add_argument("--scheduler", default="asha", choices=SCHEDULERS, help="asha stops weak trials early; fifo runs all to the end")
+    g.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=tuple(SCHEDULERS),
+                   help="; ".join(f"{s.name} {s.about}" for s in SCHEDULERS.values()))
     g.add_argument("--search", choices=SEARCHES, help="default: grid for grid/one-at-a-time spaces, random for sampled ones")
     g.add_argument("--num-samples", type=int, help="draws for sampled spaces (default: the space's num_samples)")
-    g.add_argument("--grace-period", type=int, help="ASHA: epochs before the first cut (default: the budget's)")
-    g.add_argument("--reduction-factor", type=int, help="ASHA: keep 1/N at each rung (default: the budget's)")
+    for setting in SETTINGS.values():
+        takers = " and ".join(s.title for s in SCHEDULERS.values() if setting.name in s.keys)
+        g.add_argument(setting.flag, type=int, help=f"{takers}: {setting.help}")
     g.add_argument("--seed", type=int, help="sampled spaces: training seed of every trial (and the searcher's seed)")
     g = p.add_argument_group("resources")
-    g.add_argument("--cpus-per-trial", type=float, default=1.0)
-    g.add_argument("--gpus-per-trial", type=float, help="fractions share a GPU, e.g. 0.25 (default: 0.25 with GPUs, else 0)")
+    g.add_argument("--cpus-per-trial", type=float, default=RunOptions.cpus_per_trial)
+    g.add_argument("--gpus-per-trial", type=float,
+                   help=f"fractions share a GPU, e.g. 0.25 (default: {DEFAULT_GPU_SHARE:g} with GPUs, else 0)")
     g.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
     g.add_argument("--num-gpus", type=float, help="logical GPUs for a local cluster (lets CPU machines exercise fractional packing)")
     g.add_argument("--num-cpus", type=int, help="CPUs for a local cluster (default: all)")
     g.add_argument("--address", help="an existing Ray cluster, e.g. auto or ray://HEAD:10001")
     g = p.add_argument_group("results")
-    g.add_argument("--storage", default="runs", help="a local folder or a pyarrow filesystem URI (s3://, gs://, ...); default ./runs")
+    g.add_argument("--storage", default=RunOptions.storage,
+                   help=f"a local folder or a pyarrow filesystem URI (s3://, gs://, ...); default ./{RunOptions.storage}")
     g.add_argument("--name", help="experiment name (default: SPACE-BUDGET-TIME); with --resume, the one to finish")
     g.add_argument("--resume", action="store_true", help="finish an interrupted experiment (--name) without re-running finished trials")
-    g.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last checkpoint")
+    g.add_argument("--max-failures", type=int, default=RunOptions.max_failures,
+                   help="retries of a crashed trial from its last checkpoint")
     g = p.add_argument_group("dashboard")
-    g.add_argument("--dashboard-host", default="127.0.0.1", help="0.0.0.0 exposes it to the network (with its token)")
+    g.add_argument("--dashboard-host", default=RunOptions.dashboard_host,
+                   help="0.0.0.0 exposes it to the network (with its token)")
     g.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard (local clusters)")
     return p
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    for name in ("cpus_per_trial", "gpus_per_trial", "num_gpus"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            fail(f"--{name.replace('_', '-')} must be >= 0, got {value}", prog=PROG)
-    if args.cpus_per_trial <= 0:
-        fail("--cpus-per-trial must be > 0", prog=PROG)
-    if args.gpus_per_trial is not None and args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
-        fail(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}", prog=PROG)
-    for name in ("max_concurrent", "num_samples", "grace_period", "reduction_factor", "num_cpus"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            fail(f"--{name.replace('_', '-')} must be >= 1, got {value}", prog=PROG)
-    if args.reduction_factor is not None and args.reduction_factor < 2:
-        fail("--reduction-factor must be >= 2", prog=PROG)
-    if args.resume and not args.name:
-        fail("--resume needs --name, the experiment to finish (see the folders under --storage)", prog=PROG)
-    if args.address and (args.num_gpus is not None or args.num_cpus is not None):
-        fail("--num-gpus/--num-cpus describe a local cluster; an existing cluster (--address) declares its own", prog=PROG)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_args(args)
 
-    from search_spaces import SpaceError, load_space
+    from search_spaces import SETTINGS, SpaceError, load_space
 
+    from .options import RunError, RunOptions
     from .plan import Plan
 
     try:
+        options = RunOptions(
+            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+            max_failures=args.max_failures, num_cpus=args.num_cpus, num_gpus=args.num_gpus, address=args.address,
+            dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, storage=args.storage, name=args.name,
+            resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
+            command=" ".join([PROG, *(sys.argv[1:] if argv is None else argv)]))
         space = load_space(args.space)
-    except SpaceError as exc:
+        gpus_here = _gpus_available(args)
+        budget = args.budget if args.budget != "auto" else ("full" if gpus_here else "cpu")
+        plan = Plan(space=space, budget=budget, search=args.search, scheduler=args.scheduler,
+                    num_samples=args.num_samples, dataset=args.dataset, seed=args.seed,
+                    settings={k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None})
+    except (RunError, SpaceError) as exc:
         fail(str(exc), prog=PROG)
-    if args.dataset is not None:
-        _check_dataset_override(space, args.dataset)
-    if args.grace_period is not None and args.scheduler == "fifo":
-        fail("--grace-period is an ASHA setting; drop it or use --scheduler asha", prog=PROG)
-
-    gpus_here = _gpus_available(args)
-    budget = args.budget if args.budget != "auto" else ("full" if gpus_here else "cpu")
-    search = args.search or ("grid" if space.design != "sample" else "random")
-    try:
-        plan = Plan(space=space, budget=budget, search=search, scheduler=args.scheduler,
-                    num_samples=args.num_samples or space.num_samples, dataset=args.dataset, seed=args.seed)
-    except SpaceError as exc:
-        fail(str(exc), prog=PROG)
-    epochs = plan.epochs
-    grace = args.grace_period or space.budgets[budget].grace_period
-    if args.grace_period is not None and grace > epochs:
-        fail(f"--grace-period {grace} exceeds the budget's {epochs} epochs", prog=PROG)
     if args.budget == "auto":
         print(f"budget: {budget} (auto: {'a GPU is' if gpus_here else 'no GPU is'} available; --budget to choose)")
 
@@ -119,17 +103,25 @@ def main(argv: list[str] | None = None) -> int:
 
     from .experiment import run_experiment
 
-    return run_experiment(args, plan, gpus_here=gpus_here, grace_period=grace,
-                          reduction_factor=args.reduction_factor or space.budgets[budget].reduction_factor)
-
-
-def _check_dataset_override(space, dataset: str) -> None:
-    from cnnsearch.config import TrainConfig
-
     try:
-        TrainConfig.from_dict(space.config("smoke") | {"dataset": dataset})
-    except ValueError as exc:
-        fail(f"--dataset {dataset}: {exc}", prog=PROG)
+        result = run_experiment(plan, options)
+    except RunError as exc:
+        fail(str(exc), prog=PROG)
+    return _summary(result, plan, args)
+
+
+def _summary(result, plan, args: argparse.Namespace) -> int:
+    """The last lines of a run: the best trial, the count, where the results are and what to run next."""
+    print()
+    if result.best is not None:
+        best = result.best
+        print(f"best trial: {best.metric} {best.value:.4f}; config differs from the base in {best.changes or 'nothing'}")
+    print(f"{result.trials} trials, {result.errors} errored; results in {result.path}")
+    print(f"next: python -m analysis report {result.path}")
+    if result.errors:
+        print(f"some trials errored; `{PROG} --space {args.space} --budget {plan.budget} --name "
+              f"{os.path.basename(result.path)} --storage {args.storage} --resume` retries them", file=sys.stderr)
+    return 1 if result.errors else 0
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

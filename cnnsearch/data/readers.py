@@ -138,9 +138,13 @@ def list_class_folder(split_dir: Path) -> dict[str, list[FileStat]]:
 
 def probe_mode(path: str | Path) -> ImageReadMode:
     """GRAY when the image at `path` has one channel (plus maybe alpha), else RGB."""
+    return ImageReadMode.GRAY if probe_shape(path)[0] in (1, 2) else ImageReadMode.RGB
+
+
+def probe_shape(path: str | Path) -> tuple[int, int, int]:
+    """(channels, height, width) of the image at `path`, as stored (alpha included)."""
     with _torchvision_decoders():
-        channels = _decode_one(path, _read_bytes(path), ImageReadMode.UNCHANGED).shape[0]
-    return ImageReadMode.GRAY if channels in (1, 2) else ImageReadMode.RGB
+        return tuple(_decode_one(path, _read_bytes(path), ImageReadMode.UNCHANGED).shape)
 
 
 def decode_files(paths: Sequence[str | Path], mode: ImageReadMode) -> torch.Tensor:

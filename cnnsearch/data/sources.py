@@ -7,6 +7,7 @@ Source.decode so that a cache hit never touches the pixels.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
@@ -18,8 +19,17 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode
 
-from .readers import decode_files, list_class_folder, probe_mode, read_cifar_batches, read_cifar_pickle, read_idx
-from .types import DataError, ImageSplit
+from .readers import (
+    IMAGE_SUFFIXES,
+    decode_files,
+    list_class_folder,
+    probe_mode,
+    probe_shape,
+    read_cifar_batches,
+    read_cifar_pickle,
+    read_idx,
+)
+from .types import DataError, Geometry, ImageSplit
 
 # The canonical CIFAR-10 label order (batches.meta of the official release); the JPEG tree's folders map onto it.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -260,16 +270,41 @@ class _Builtin:
     find: Callable[[Path], Source | None]
     download: Callable[[str], None]
     looked_for: tuple[str, ...]  # what find() looks for under the root, for error messages
+    geometry: Geometry
 
 
 _BUILTINS = {
     b.name: b
     for b in (
-        _Builtin("cifar10", _find_cifar10, _torchvision_download("CIFAR10"), ("cifar-10-batches-py/", "cifar10-jpeg/")),
-        _Builtin("cifar100", _find_cifar100, _torchvision_download("CIFAR100"), ("cifar-100-python/",)),
-        _Builtin("mnist", _find_mnist, _torchvision_download("MNIST"), ("MNIST/raw/*-ubyte",)),
+        _Builtin("cifar10", _find_cifar10, _torchvision_download("CIFAR10"), ("cifar-10-batches-py/", "cifar10-jpeg/"),
+                 Geometry(3, 32, 10)),
+        _Builtin("cifar100", _find_cifar100, _torchvision_download("CIFAR100"), ("cifar-100-python/",),
+                 Geometry(3, 32, 100)),
+        _Builtin("mnist", _find_mnist, _torchvision_download("MNIST"), ("MNIST/raw/*-ubyte",), Geometry(1, 28, 10)),
     )
 }
+
+
+@functools.lru_cache(maxsize=64)
+def geometry(name: str) -> Geometry | None:
+    """The geometry of data set `name` without loading it: a built-in's from its table; an image folder's
+    from its class folders and first image, or None when it cannot be read from here (a folder on
+    another machine, a broken file), and then only loading the data tells."""
+    builtin = _BUILTINS.get(name)
+    if builtin is not None:
+        return builtin.geometry
+    if not name.startswith(IMAGEFOLDER_PREFIX):
+        return None
+    train = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser() / "train"
+    try:
+        with os.scandir(train) as entries:
+            classes = sorted(e.path for e in entries if e.is_dir() and not e.name.startswith("."))
+        with os.scandir(classes[0]) as entries:
+            first = min(e.path for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and not e.name.startswith("."))
+        channels, height, width = probe_shape(first)
+    except (OSError, IndexError, ValueError, DataError):
+        return None
+    return Geometry(1 if channels in (1, 2) else 3, height, len(classes)) if height == width else None
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -12,6 +13,14 @@ class DataError(Exception):
 
     The message is one line meant for the user: the CLI prints it and exits with status 2.
     """
+
+
+class Geometry(NamedTuple):
+    """What a model needs to know of a data set's images: it is built for them."""
+
+    in_channels: int
+    image_size: int  # height = width, in pixels
+    num_classes: int
 
 
 # eq=False: the fields are tensors, and dataclass equality would call bool() on a tensor comparison.
@@ -75,6 +84,10 @@ class Dataset:
         for split_name, split in (("train", self.train), ("test", self.test)):
             if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < len(self.classes):
                 raise ValueError(f"{self.name}: {split_name} labels fall outside 0..{len(self.classes) - 1}")
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.in_channels, self.image_size, self.num_classes)
 
     @property
     def num_classes(self) -> int:

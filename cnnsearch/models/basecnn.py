@@ -8,11 +8,12 @@ LeNet-5 on 28x28. They keep PyTorch's default init, which is what the reports tr
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 from torch import Tensor, nn
 
-from .layers import check_common, check_dropout, check_width, conv_out_size, scale_channels
-from .registry import register_model
+from .layers import ModelArgs, conv_out_size, scale_channels
+from .registry import variant
 
 __all__ = ["BaseCNN", "basecnn", "lenet5"]
 
@@ -30,30 +31,22 @@ class BaseCNN(nn.Module):
     `width` scales the channel and hidden widths (6, 16, 120, 84).
     """
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        image_size: int = 32,
-        first_padding: int = 0,
-        dropout: float = 0.0,
-        width: float = 1.0,
-    ) -> None:
+    options = ("dropout", "width")  # of ModelArgs' options: no stem or stages to vary
+
+    def __init__(self, *, first_padding: int = 0, **arguments: Any) -> None:
         super().__init__()
-        num_classes, in_channels, image_size = check_common(num_classes, in_channels, image_size)
-        dropout, width = check_dropout(dropout), check_width(width)
-        side = _flat_side(image_size, first_padding)
+        a = ModelArgs.check(type(self), arguments)
+        side = _flat_side(a.image_size, first_padding)
         if side < 1:
             smallest = next(n for n in range(1, 64) if _flat_side(n, first_padding) >= 1)
             raise ValueError(
-                f"image_size must be >= {smallest} for two 5x5 convs and two 2x2 max-pools, got {image_size}"
+                f"image_size must be >= {smallest} for two 5x5 convs and two 2x2 max-pools, got {a.image_size}"
             )
-        c1, c2 = scale_channels(6, width), scale_channels(16, width)
-        h1, h2 = scale_channels(120, width), scale_channels(84, width)
+        c1, c2 = scale_channels(6, a.width), scale_channels(16, a.width)
+        h1, h2 = scale_channels(120, a.width), scale_channels(84, a.width)
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(in_channels, c1, kernel_size=5, padding=first_padding),
+                conv1=nn.Conv2d(a.in_channels, c1, kernel_size=5, padding=first_padding),
                 relu1=nn.ReLU(inplace=True),
                 pool1=nn.MaxPool2d(2),
                 conv2=nn.Conv2d(c1, c2, kernel_size=5),
@@ -68,8 +61,8 @@ class BaseCNN(nn.Module):
                 relu1=nn.ReLU(inplace=True),
                 fc2=nn.Linear(h1, h2),
                 relu2=nn.ReLU(inplace=True),
-                dropout=nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
-                fc3=nn.Linear(h2, num_classes),
+                dropout=nn.Dropout(a.dropout) if a.dropout > 0 else nn.Identity(),
+                fc3=nn.Linear(h2, a.num_classes),
             )
         )
 
@@ -77,41 +70,5 @@ class BaseCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("basecnn")
-def basecnn(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    image_size: int = 32,
-    dropout: float = 0.0,
-    width: float = 1.0,
-) -> BaseCNN:
-    """The course's Base CNN: first conv Conv2d(in, 6, 5) without padding."""
-    return BaseCNN(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        first_padding=0,
-        dropout=dropout,
-        width=width,
-    )
-
-
-@register_model("lenet5")
-def lenet5(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    image_size: int = 32,
-    dropout: float = 0.0,
-    width: float = 1.0,
-) -> BaseCNN:
-    """LeNet-5 as report C built it for MNIST: first conv Conv2d(in, 6, 5, padding=2)."""
-    return BaseCNN(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        first_padding=2,
-        dropout=dropout,
-        width=width,
-    )
+basecnn = variant("basecnn", BaseCNN, first_padding=0)  # the course's Base CNN: Conv2d(in, 6, 5), no padding
+lenet5 = variant("lenet5", BaseCNN, first_padding=2)  # LeNet-5 as report C built it for MNIST: Conv2d(in, 6, 5, padding=2)

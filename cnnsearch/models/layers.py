@@ -1,26 +1,32 @@
-"""Pieces every model family shares: option checks, channel scaling, the stem, the head, weight init.
+"""Pieces every model family shares: its keyword arguments (declared and checked once, in `ModelArgs`),
+channel scaling, the stem, the head, weight init.
 
-The option checks live here (not in the registry) so that a model class built directly is checked as
+The checks live here (not in the registry) so that a model class built directly is checked as
 strictly as one built through `build_model`. They are plain Python on the arguments, never on
 tensors, so they work the same when a model is built under `with torch.device("meta"):`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
+from ..config import MODEL_OPTION_KEYS
+
 __all__ = [
+    "DATA_ARGS",
     "STEM_KERNELS",
     "ClassifierHead",
+    "ModelArgs",
     "check_blocks_per_stage",
     "check_bool",
-    "check_common",
     "check_dropout",
     "check_positive_int",
     "check_stem_kernel",
@@ -28,12 +34,60 @@ __all__ = [
     "conv_out_size",
     "init_weights",
     "make_stem",
+    "option_defaults",
     "scale_channels",
 ]
 
 # stem kernel -> (stride, padding). 3: the CIFAR stem (3x3, stride 1, no max-pool). 7: the ImageNet
 # stem's convolution (7x7, stride 2, padding 3) as report E ablated it, also without the max-pool.
 STEM_KERNELS: dict[int, tuple[int, int]] = {3: (1, 1), 7: (2, 3)}
+
+# Arguments every family takes; they describe the data, not the architecture, so they are not options.
+DATA_ARGS = ("num_classes", "in_channels", "image_size")
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """The keyword arguments of every family, declared once: the data arguments and the options
+    (`cnnsearch.config.MODEL_OPTION_KEYS`) with the defaults every family shares. A family takes all
+    options or names the few it takes (`options` on its class); `blocks_per_stage` has no shared
+    default: each variant gives its depth table (`registry.variant`)."""
+
+    num_classes: int
+    in_channels: int = 3
+    image_size: int = 32
+    stem_kernel: int = 3
+    stem_bn: bool = True
+    dropout: float = 0.0
+    blocks_per_stage: tuple[int, ...] | None = None
+    width: float = 1.0
+
+    @classmethod
+    def check(cls, family: type, arguments: Mapping[str, object], *, num_stages: int | None = None) -> ModelArgs:
+        """`arguments` of `family`'s constructor, checked; `num_stages` for a family with stages."""
+        takes = getattr(family, "options", MODEL_OPTION_KEYS)
+        unexpected = sorted(set(arguments) - {*DATA_ARGS, *takes})
+        if unexpected:
+            raise TypeError(f"{family.__name__} takes {', '.join((*DATA_ARGS, *takes))}; got {', '.join(unexpected)}")
+        args = cls(**arguments)  # type: ignore[arg-type]
+        checked = {
+            "num_classes": check_positive_int("num_classes", args.num_classes),
+            "in_channels": check_positive_int("in_channels", args.in_channels),
+            "image_size": check_positive_int("image_size", args.image_size),
+            "dropout": check_dropout(args.dropout),
+            "width": check_width(args.width),
+        }
+        if "stem_kernel" in takes:
+            checked.update(stem_kernel=check_stem_kernel(args.stem_kernel), stem_bn=check_bool("stem_bn", args.stem_bn))
+        if num_stages is not None:
+            checked["blocks_per_stage"] = check_blocks_per_stage(args.blocks_per_stage, num_stages)
+        return dataclasses.replace(args, **checked)
+
+
+def option_defaults(family: type) -> dict[str, object]:
+    """The options `family` takes, mapped to the defaults `ModelArgs` declares (in MODEL_OPTION_KEYS order)."""
+    takes = getattr(family, "options", MODEL_OPTION_KEYS)
+    return {f.name: f.default for f in dataclasses.fields(ModelArgs) if f.name in takes}
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -42,15 +96,6 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
-
-
-def check_common(num_classes: object, in_channels: object, image_size: object) -> tuple[int, int, int]:
-    """The arguments every builder takes: (num_classes, in_channels, image_size), each an int >= 1."""
-    return (
-        check_positive_int("num_classes", num_classes),
-        check_positive_int("in_channels", in_channels),
-        check_positive_int("image_size", image_size),
-    )
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -9,27 +9,17 @@ conv keeps 1280 channels for width < 1, as in the paper and torchvision.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models._utils import _make_divisible
 from torchvision.models.mobilenetv2 import InvertedResidual
 from torchvision.ops import Conv2dNormActivation
 
-from .layers import (
-    ClassifierHead,
-    check_blocks_per_stage,
-    check_bool,
-    check_common,
-    check_dropout,
-    check_stem_kernel,
-    check_width,
-    init_weights,
-    make_stem,
-)
-from .registry import register_model
+from .layers import ClassifierHead, ModelArgs, init_weights, make_stem
+from .registry import variant
 
-__all__ = ["V1_STAGES", "V2_STAGES", "DepthwiseSeparable", "MobileNetV1", "MobileNetV2"]
+__all__ = ["V1_STAGES", "V2_STAGES", "DepthwiseSeparable", "MobileNetV1", "MobileNetV2", "mobilenet_v1", "mobilenet_v2"]
 
 _ROUND = 8  # channel counts are rounded to multiples of this
 
@@ -69,37 +59,25 @@ class DepthwiseSeparable(nn.Sequential):
 
 
 class MobileNetV1(nn.Module):
-    """stem (32 ch) -> 5 stages of depthwise-separable blocks -> pool -> (dropout) -> Linear."""
+    """stem (32 ch) -> 5 stages of depthwise-separable blocks -> pool -> (dropout) -> Linear.
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        image_size: int = 32,
-        stem_kernel: int = 3,
-        stem_bn: bool = True,
-        dropout: float = 0.0,
-        blocks_per_stage: Sequence[int] = tuple(n for _, _, n in V1_STAGES),
-        width: float = 1.0,
-    ) -> None:
+    `arguments` are `ModelArgs`, with `blocks_per_stage` required."""
+
+    def __init__(self, **arguments: Any) -> None:
         super().__init__()
-        num_classes, in_channels, image_size = check_common(num_classes, in_channels, image_size)
-        stem_kernel, stem_bn = check_stem_kernel(stem_kernel), check_bool("stem_bn", stem_bn)
-        dropout, width = check_dropout(dropout), check_width(width)
-        blocks = check_blocks_per_stage(blocks_per_stage, len(V1_STAGES))
+        a = ModelArgs.check(type(self), arguments, num_stages=len(V1_STAGES))
 
-        channels = _make_divisible(32 * width, _ROUND)
-        self.stem = make_stem(in_channels, channels, kernel=stem_kernel, bn=stem_bn)
+        channels = _make_divisible(32 * a.width, _ROUND)
+        self.stem = make_stem(a.in_channels, channels, kernel=a.stem_kernel, bn=a.stem_bn)
         stages = []
-        for (out, stride, _), count in zip(V1_STAGES, blocks):
-            out = _make_divisible(out * width, _ROUND)
+        for (out, stride, _), count in zip(V1_STAGES, a.blocks_per_stage):
+            out = _make_divisible(out * a.width, _ROUND)
             layers = [DepthwiseSeparable(channels, out, stride)]
             layers += [DepthwiseSeparable(out, out) for _ in range(count - 1)]
             stages.append(nn.Sequential(*layers))
             channels = out
         self.stages = nn.Sequential(*stages)
-        self.head = ClassifierHead(channels, num_classes, dropout)
+        self.head = ClassifierHead(channels, a.num_classes, a.dropout)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -109,39 +87,27 @@ class MobileNetV1(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """stem (32 ch) -> 7 stages of inverted residuals -> 1x1 conv (1280 ch) -> pool -> (dropout) -> Linear."""
+    """stem (32 ch) -> 7 stages of inverted residuals -> 1x1 conv (1280 ch) -> pool -> (dropout) -> Linear.
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        in_channels: int = 3,
-        image_size: int = 32,
-        stem_kernel: int = 3,
-        stem_bn: bool = True,
-        dropout: float = 0.0,
-        blocks_per_stage: Sequence[int] = tuple(n for _, _, n, _ in V2_STAGES),
-        width: float = 1.0,
-    ) -> None:
+    `arguments` are `ModelArgs`, with `blocks_per_stage` required."""
+
+    def __init__(self, **arguments: Any) -> None:
         super().__init__()
-        num_classes, in_channels, image_size = check_common(num_classes, in_channels, image_size)
-        stem_kernel, stem_bn = check_stem_kernel(stem_kernel), check_bool("stem_bn", stem_bn)
-        dropout, width = check_dropout(dropout), check_width(width)
-        blocks = check_blocks_per_stage(blocks_per_stage, len(V2_STAGES))
+        a = ModelArgs.check(type(self), arguments, num_stages=len(V2_STAGES))
 
-        channels = _make_divisible(32 * width, _ROUND)
-        self.stem = make_stem(in_channels, channels, kernel=stem_kernel, bn=stem_bn, activation=nn.ReLU6)
+        channels = _make_divisible(32 * a.width, _ROUND)
+        self.stem = make_stem(a.in_channels, channels, kernel=a.stem_kernel, bn=a.stem_bn, activation=nn.ReLU6)
         stages = []
-        for (expansion, out, _, stride), count in zip(V2_STAGES, blocks):
-            out = _make_divisible(out * width, _ROUND)
+        for (expansion, out, _, stride), count in zip(V2_STAGES, a.blocks_per_stage):
+            out = _make_divisible(out * a.width, _ROUND)
             layers = [InvertedResidual(channels, out, stride, expansion)]
             layers += [InvertedResidual(out, out, 1, expansion) for _ in range(count - 1)]
             stages.append(nn.Sequential(*layers))
             channels = out
         self.stages = nn.Sequential(*stages)
-        last = _make_divisible(1280 * max(1.0, width), _ROUND)
+        last = _make_divisible(1280 * max(1.0, a.width), _ROUND)
         self.last_conv = Conv2dNormActivation(channels, last, kernel_size=1, activation_layer=nn.ReLU6)
-        self.head = ClassifierHead(last, num_classes, dropout)
+        self.head = ClassifierHead(last, a.num_classes, a.dropout)
         init_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -151,51 +117,6 @@ class MobileNetV2(nn.Module):
         return self.head(x)  # (B, num_classes)
 
 
-@register_model("mobilenet_v1")
-def mobilenet_v1(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    image_size: int = 32,
-    stem_kernel: int = 3,
-    stem_bn: bool = True,
-    dropout: float = 0.0,
-    blocks_per_stage: Sequence[int] = tuple(n for _, _, n in V1_STAGES),
-    width: float = 1.0,
-) -> MobileNetV1:
-    """MobileNet v1, 13 depthwise-separable blocks as 5 stages [1, 2, 2, 6, 2], CIFAR strides."""
-    return MobileNetV1(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        stem_kernel=stem_kernel,
-        stem_bn=stem_bn,
-        dropout=dropout,
-        blocks_per_stage=blocks_per_stage,
-        width=width,
-    )
-
-
-@register_model("mobilenet_v2")
-def mobilenet_v2(
-    *,
-    num_classes: int,
-    in_channels: int = 3,
-    image_size: int = 32,
-    stem_kernel: int = 3,
-    stem_bn: bool = True,
-    dropout: float = 0.0,
-    blocks_per_stage: Sequence[int] = tuple(n for _, _, n, _ in V2_STAGES),
-    width: float = 1.0,
-) -> MobileNetV2:
-    """MobileNet v2, 17 inverted residuals as 7 stages [1, 2, 3, 4, 3, 3, 1], CIFAR strides."""
-    return MobileNetV2(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        stem_kernel=stem_kernel,
-        stem_bn=stem_bn,
-        dropout=dropout,
-        blocks_per_stage=blocks_per_stage,
-        width=width,
-    )
+# 13 depthwise-separable blocks as 5 stages [1, 2, 2, 6, 2]; 17 inverted residuals as 7 stages [1, 2, 3, 4, 3, 3, 1].
+mobilenet_v1 = variant("mobilenet_v1", MobileNetV1, blocks_per_stage=tuple(n for _, _, n in V1_STAGES))
+mobilenet_v2 = variant("mobilenet_v2", MobileNetV2, blocks_per_stage=tuple(n for _, _, n, _ in V2_STAGES))

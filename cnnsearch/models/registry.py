@@ -1,9 +1,11 @@
 """The model registry: names -> builders, and `build_model` that checks options before building.
 
-A builder is a function registered with `@register_model(name)` whose parameters are all
-keyword-only: `num_classes`, `in_channels`, `image_size`, then the options the family takes, each
-with its default. `model_options` reads the options and defaults off that signature, so a builder's
-signature is the single place where a family's options are declared.
+A variant is one line, `variant("resnet18", ResNet, BasicBlock, blocks_per_stage=(2, 2, 2, 2))`: a
+family class, its fixed architecture arguments and the defaults it changes. Any other builder can be
+registered with `@register_model(name)`: a function whose parameters are all keyword-only,
+`num_classes`, `in_channels`, `image_size`, then the options it takes, each with its default.
+`model_options` reads the options and defaults off the builder's signature, so that signature is the
+single place where a model's options are declared.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["build_model", "list_models", "model_options", "register_model"]
+from .layers import DATA_ARGS, ModelArgs, option_defaults
+
+__all__ = ["build_model", "list_models", "model_options", "register_model", "variant"]
 
 Builder = Callable[..., nn.Module]
-
-# Arguments every builder takes; they describe the data, not the architecture, so they are not options.
-_DATA_ARGS = ("num_classes", "in_channels", "image_size")
 
 _BUILDERS: dict[str, Builder] = {}
 
@@ -32,23 +33,46 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
         if name in _BUILDERS:
             raise ValueError(f"a model named {name!r} is already registered")
         params = inspect.signature(builder).parameters
-        missing = [arg for arg in _DATA_ARGS if arg not in params]
+        missing = [arg for arg in DATA_ARGS if arg not in params]
         positional = [p.name for p in params.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         no_default = [
             p.name
             for p in params.values()
-            if p.name not in _DATA_ARGS and p.default is inspect.Parameter.empty
+            if p.name not in DATA_ARGS and p.default is inspect.Parameter.empty
         ]
         if missing or positional or no_default:
             raise TypeError(
                 f"builder for {name!r} must take only keyword-only parameters, including "
-                f"{', '.join(_DATA_ARGS)}, and give every option a default "
+                f"{', '.join(DATA_ARGS)}, and give every option a default "
                 f"(missing: {missing}, not keyword-only: {positional}, no default: {no_default})"
             )
         _BUILDERS[name] = builder
         return builder
 
     return decorator
+
+
+def variant(name: str, family: type[nn.Module], *args: object, **arguments: object) -> Builder:
+    """Register `name` as `family(*args, **arguments, <options>)` and return its builder.
+
+    Of `arguments`, the options the family takes (`ModelArgs`) become that variant's defaults (e.g. a
+    depth table's `blocks_per_stage`); the others are fixed architecture arguments (e.g. DenseNet's
+    growth rate), as are `args`.
+    """
+    defaults = option_defaults(family)
+    fixed = {k: v for k, v in arguments.items() if k not in defaults}
+    defaults.update((k, v) for k, v in arguments.items() if k in defaults)
+
+    def builder(**kwargs: object) -> nn.Module:
+        return family(*args, **fixed, **{**defaults, **kwargs})
+
+    data = [inspect.Parameter(a, inspect.Parameter.KEYWORD_ONLY, default=getattr(ModelArgs, a, inspect.Parameter.empty))
+            for a in DATA_ARGS]
+    options = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
+    builder.__signature__ = inspect.Signature([*data, *options])  # type: ignore[attr-defined]
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{name}: a {family.__name__} variant ({family.__doc__.splitlines()[0] if family.__doc__ else ''})"
+    return register_model(name)(builder)
 
 
 def list_models() -> list[str]:
@@ -66,7 +90,7 @@ def _builder(name: str) -> Builder:
 def model_options(name: str) -> dict[str, object]:
     """The options model `name` accepts, mapped to their default values (in declaration order)."""
     params = inspect.signature(_builder(name)).parameters
-    return {p.name: p.default for p in params.values() if p.name not in _DATA_ARGS}
+    return {p.name: p.default for p in params.values() if p.name not in DATA_ARGS}
 
 
 def build_model(

@@ -13,50 +13,52 @@ from torch import Tensor
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import SqueezeExcitation
 
-from .registry import register_model
-from .resnet import RESNET_DEPTHS, resnet_builder
+from .registry import model_options, variant
+from .resnet import ResNet
 
-__all__ = ["SE_REDUCTION", "SEBasicBlock", "SEBottleneck"]
+__all__ = ["SE_REDUCTION", "SEBasicBlock", "SEBottleneck", "se_resnet18", "se_resnet34", "se_resnet50", "se_resnet101",
+           "se_resnet152"]
 
 SE_REDUCTION = 16
 
 
-def _squeeze_excitation(channels: int) -> SqueezeExcitation:
-    return SqueezeExcitation(channels, max(1, channels // SE_REDUCTION))
+class _SqueezeExcited:
+    """Mixin for a torchvision residual block: SE on the residual branch (`residual`), before the addition."""
+
+    def __init__(self, inplanes: int, planes: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        channels = planes * self.expansion
+        self.se = SqueezeExcitation(channels, max(1, channels // SE_REDUCTION))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.se(self.residual(x))  # (B, C, H, W) scaled per channel by weights in (0, 1)
+        return self.relu(out + identity)
 
 
-class SEBasicBlock(BasicBlock):
+class SEBasicBlock(_SqueezeExcited, BasicBlock):
     """BasicBlock whose residual branch is rescaled by SE before the addition."""
 
-    def __init__(self, inplanes: int, planes: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = _squeeze_excitation(planes * self.expansion)
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out = self.se(out)  # (B, C, H, W) scaled per channel by weights in (0, 1)
-        return self.relu(out + identity)
+    def residual(self, x: Tensor) -> Tensor:
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
 
 
-class SEBottleneck(Bottleneck):
+class SEBottleneck(_SqueezeExcited, Bottleneck):
     """Bottleneck whose residual branch is rescaled by SE before the addition."""
 
-    def __init__(self, inplanes: int, planes: int, *args: Any, **kwargs: Any) -> None:
-        super().__init__(inplanes, planes, *args, **kwargs)
-        self.se = _squeeze_excitation(planes * self.expansion)
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
+    def residual(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out = self.se(out)
-        return self.relu(out + identity)
+        return self.bn3(self.conv3(out))
 
 
-_SE_BLOCKS = {BasicBlock: SEBasicBlock, Bottleneck: SEBottleneck}
+def _depths(resnet: str) -> object:
+    return model_options(resnet)["blocks_per_stage"]
 
-for _name, (_block, _depths) in RESNET_DEPTHS.items():
-    register_model(f"se_{_name}")(resnet_builder(f"se_{_name}", _SE_BLOCKS[_block], _depths))
+
+# ResNet's depth tables, SE blocks.
+se_resnet18 = variant("se_resnet18", ResNet, SEBasicBlock, blocks_per_stage=_depths("resnet18"))
+se_resnet34 = variant("se_resnet34", ResNet, SEBasicBlock, blocks_per_stage=_depths("resnet34"))
+se_resnet50 = variant("se_resnet50", ResNet, SEBottleneck, blocks_per_stage=_depths("resnet50"))
+se_resnet101 = variant("se_resnet101", ResNet, SEBottleneck, blocks_per_stage=_depths("resnet101"))
+se_resnet152 = variant("se_resnet152", ResNet, SEBottleneck, blocks_per_stage=_depths("resnet152"))

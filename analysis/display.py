@@ -1,0 +1,43 @@
+"""How numbers and metrics read in tables, figures and reports: accuracies in percent, losses as they are."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from search_spaces import level_label
+
+__all__ = ["scale", "metric_label", "num", "ci", "changes"]
+
+_LABELS = {"val_acc": "val accuracy (%)", "train_acc": "train accuracy (%)", "val_loss": "val loss (cross-entropy)",
+           "train_loss": "train loss (cross-entropy)"}
+
+
+def scale(metric: str) -> float:
+    """What a value of `metric` is multiplied by for display: 100 for an accuracy (shown in %), else 1."""
+    return 100.0 if metric.endswith("acc") else 1.0
+
+
+def metric_label(metric: str) -> str:
+    """An axis label for `metric`, with its unit."""
+    return _LABELS.get(metric, metric)
+
+
+def num(value: Any, digits: int = 2, sign: bool = False) -> str:
+    """`value` with `digits` decimals (and its sign), or "n/a" when missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def ci(low: float, high: float, k: float, sign: bool = True) -> str:
+    """An interval scaled by `k`, e.g. `[+1.25, +3.40]`, or "CI n/a" when undefined."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "CI n/a"
+    return f"[{num(k * low, sign=sign)}, {num(k * high, sign=sign)}]"
+
+
+def changes(config: dict[str, Any]) -> str:
+    """Config keys that differ from a base, as `key=level, ...`, or "nothing"."""
+    return ", ".join(f"{k}={level_label(v)}" for k, v in config.items()) or "nothing"

@@ -1,0 +1,91 @@
+"""How and where an experiment runs (resources, cluster, storage, name), validated before Ray starts."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+__all__ = ["RunOptions", "RunError", "DEFAULT_GPU_SHARE"]
+
+# --gpus-per-trial when it is not given and the cluster has GPUs: four trials share each card.
+DEFAULT_GPU_SHARE = 0.25
+
+
+class RunError(ValueError):
+    """An experiment that cannot run (or could not finish starting); the message is one line."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `run_experiment` runs a plan; each field is the `python -m tune.run` flag of the same name.
+
+    Resources per trial (`cpus_per_trial`, `gpus_per_trial`: None is DEFAULT_GPU_SHARE on a cluster
+    with GPUs, else 0), at most `max_concurrent` at once, a crashed trial retried `max_failures` times
+    from its last checkpoint. The cluster: a new local one (`num_cpus`, `num_gpus`: logical GPUs, so a
+    CPU machine can exercise fractional packing; `dashboard` on `dashboard_host`) or an existing one
+    at `address`. Results in `storage` (a folder or a pyarrow URI) under `name` (default
+    SPACE-BUDGET-TIME); `resume` finishes the experiment `name`. The data under `data_dir`
+    (downloaded when missing, if `download`). `command` is recorded as what started the run.
+    Raises RunError (one line) for a value out of range."""
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    num_cpus: int | None = None
+    num_gpus: float | None = None
+    address: str | None = None
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    storage: str = "runs"
+    name: str | None = None
+    resume: bool = False
+    data_dir: str | None = None
+    download: bool = True
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        _number("cpus_per_trial", self.cpus_per_trial, above=0)
+        _number("gpus_per_trial", self.gpus_per_trial, least=0)
+        if self.gpus_per_trial is not None and self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
+            raise RunError(f"--gpus-per-trial above 1 must be a whole number, got {self.gpus_per_trial}")
+        _number("num_gpus", self.num_gpus, least=0)
+        for name in ("max_concurrent", "num_cpus"):
+            _number(name, getattr(self, name), least=1, integer=True)
+        _number("max_failures", self.max_failures, least=0, integer=True)
+        for name in ("resume", "dashboard", "download"):
+            if not isinstance(getattr(self, name), bool):
+                raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.storage, str) or not self.storage:
+            raise RunError(f"--storage must be a folder or a URI, got {self.storage!r}")
+        if self.resume and not self.name:
+            raise RunError("--resume needs --name, the experiment to finish (see the folders under --storage)")
+        if self.address and (self.num_gpus is not None or self.num_cpus is not None):
+            raise RunError("--num-gpus/--num-cpus describe a local cluster; an existing cluster (--address) "
+                           "declares its own")
+
+    def trial_gpus(self, cluster_gpus: float) -> float:
+        """GPUs per trial on a cluster with `cluster_gpus`: as given, else DEFAULT_GPU_SHARE when it has any."""
+        if self.gpus_per_trial is not None:
+            return self.gpus_per_trial
+        return DEFAULT_GPU_SHARE if cluster_gpus > 0 else 0.0
+
+    def replace(self, **changes: Any) -> RunOptions:
+        return dataclasses.replace(self, **changes)
+
+
+def _number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
+            integer: bool = False) -> None:
+    """None, or a finite number (an int if `integer`) >= `least` / > `above`; RunError naming the flag."""
+    if value is None:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = int if integer else Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
+        raise RunError(f"{flag} must be {'an integer' if integer else 'a finite number'}, got {value!r}")
+    if least is not None and value < least:
+        raise RunError(f"{flag} must be >= {least:g}, got {value:g}")
+    if above is not None and value <= above:
+        raise RunError(f"{flag} must be > {above:g}, got {value:g}")
