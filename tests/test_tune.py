@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import secrets
 import signal
 import socket
@@ -21,6 +22,7 @@ from tune.run import main
 
 SMOKE = ["--budget", "smoke", "--no-dashboard", "--no-download"]
 DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -290,6 +292,7 @@ def test_existing_cluster_through_address(data_root, tmp_path):
     (["--space", "ablation", "--scheduler", "hyperband", "--grace-period", "1"], "use --scheduler asha"),
     (["--space", "ablation", "--reduction-factor", "1"], "--reduction-factor must be an integer >= 2"),
     (["--space", "ablation", "--scheduler", "pbt"], "invalid choice"),
+    (["--space", "ablation", "--mps", "--address", "auto"], "on each node before `ray start`"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -298,6 +301,17 @@ def test_bad_input_is_one_line_exit_2(args, message, capsys):
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert message in err
+
+
+@pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is not None, reason="this machine has MPS")
+def test_mps_without_the_driver_daemon_is_one_line_exit_2(data_root, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tune.run", "--space", "ablation", *SMOKE, "--mps", "--num-gpus", "1",
+                           "--storage", str(tmp_path), "--data-dir", str(data_root)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "nvidia-cuda-mps-control is not on PATH" in err and "run without --mps" in err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 def test_existing_experiment_is_not_overwritten(tmp_path, capsys):
@@ -341,5 +355,14 @@ def test_scheduler_choices_come_from_the_registry():
 
     action = next(a for a in build_parser()._actions if a.dest == "scheduler")
     assert tuple(action.choices) == tuple(SCHEDULERS) and "hyperband" in SCHEDULERS
-    assert RunOptions().trial_gpus(0) == 0.0 and RunOptions().trial_gpus(1) == 0.25
-    assert RunOptions(gpus_per_trial=0.5).trial_gpus(0) == 0.5
+
+
+@pytest.mark.parametrize("options, cluster_gpus, cuda_graph, expected", [
+    ({}, 0, True, 0.0),  # no GPUs: none per trial
+    ({}, 1, True, 1.0),  # CUDA-graph steps without MPS only take turns on a shared GPU: one trial per card
+    ({"mps": True}, 1, True, 0.25),  # under MPS four run at once
+    ({}, 1, False, 0.25),  # eager steps leave the GPU idle between launches: sharing pays without MPS
+    ({"gpus_per_trial": 0.5}, 0, True, 0.5),  # as given
+])
+def test_default_gpus_per_trial_follows_the_measured_table(options, cluster_gpus, cuda_graph, expected):
+    assert RunOptions(**options).trial_gpus(cluster_gpus, cuda_graph=cuda_graph) == expected

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from ray import tune as ray_tune
 from search_spaces import ExperimentRecord, Provenance, RecordError, locate_folder, trial_config
 
 from . import faults
+from .mps import MPSError, mps_daemon
 from .options import RunError, RunOptions
 from .plan import Plan
 from .trainable import train_trial
@@ -64,7 +66,8 @@ def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     shares it with the trials. Writes the experiment record (`cnnsearch.json`) into a new folder
     `options.storage`/`options.name`. Raises RunError (one line) for an experiment that cannot
     start: a folder that is taken (or not an experiment, for --resume), storage or data that cannot be
-    reached, resources the cluster does not have."""
+    reached, resources the cluster does not have, `options.mps` where MPS cannot start. With `mps`
+    the Ray cluster it starts is shut down at the end, together with the MPS daemon its workers use."""
     try:
         filesystem, storage = locate_folder(options.storage)
     except RecordError as exc:
@@ -87,9 +90,24 @@ def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     except DataError as exc:
         raise RunError(str(exc)) from None
 
+    with contextlib.ExitStack() as stack:
+        if options.mps:
+            if ray.is_initialized():
+                raise RunError("--mps must start before the Ray cluster it serves, but Ray is already running in "
+                               "this process; call run_experiment with mps=True before anything starts Ray")
+            try:
+                stack.enter_context(mps_daemon())
+            except MPSError as exc:
+                raise RunError(str(exc)) from None
+            stack.callback(ray.shutdown)  # its workers are MPS clients: they go with the daemon
+        return _run(plan, options, data, filesystem, storage, name, exp_path)
+
+
+def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, storage: str, name: str,
+         exp_path: str) -> RunResult:
     context = _start_ray(options)
     cluster = ray.cluster_resources()
-    gpus = options.trial_gpus(cluster.get("GPU", 0))
+    gpus = options.trial_gpus(cluster.get("GPU", 0), cuda_graph=plan.base_config().get("cuda_graph") is not False)
     if gpus > cluster.get("GPU", 0):
         raise RunError(f"--gpus-per-trial {gpus} but the cluster has {cluster.get('GPU', 0):g} GPU(s); "
                        "use --gpus-per-trial 0, or --num-gpus N to declare logical GPUs on a local cluster")
@@ -224,7 +242,8 @@ def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurren
     shape = ", ".join(f"{k} {budget[k]}" for k in ("epochs", "train_subset", "width", "batch_size") if k in budget)
     scheduler = plan.scheduler_entry.plan(plan.scheduler_settings, space.metric)
     print(f"plan: space {space.name} ({space.design}), {plan.num_trials} trials, budget {plan.budget} ({shape}); "
-          f"{options.cpus_per_trial:g} CPU + {gpus:g} GPU per trial, up to {concurrent} at once; "
+          f"{options.cpus_per_trial:g} CPU + {gpus:g} GPU per trial{' (MPS on)' if options.mps else ''}, "
+          f"up to {concurrent} at once; "
           f"{plan.num_trials * plan.epochs} epochs in total at most; {scheduler}; search {plan.search}"
           f"{' (resuming)' if options.resume else ''}")
     print(f"results: {exp_path}")
@@ -234,6 +253,9 @@ def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurren
               "kept in ~/.ray/auth_token)")
     elif options.address:
         print(f"dashboard: on the cluster's head node ({options.address}), port 8265")
+    if 0 < gpus < 1 and not options.mps and plan.base_config().get("cuda_graph") is not False and not options.address:
+        print("note: trials sharing a GPU without MPS take turns on it (CUDA-graph steps gain 0.9-1.2x from "
+              "sharing, bench/RESULTS.md); --mps runs them at once (1.2-2.8x)")
     sys.stdout.flush()
 
 

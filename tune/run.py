@@ -28,7 +28,7 @@ TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cl
 def build_parser() -> ArgumentParser:
     from search_spaces import BUDGETS, DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
-    from .options import DEFAULT_GPU_SHARE, RunOptions
+    from .options import RunOptions
     from .plan import SEARCHES
 
     p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
@@ -51,10 +51,13 @@ def build_parser() -> ArgumentParser:
     g = p.add_argument_group("resources")
     g.add_argument("--cpus-per-trial", type=float, default=RunOptions.cpus_per_trial)
     g.add_argument("--gpus-per-trial", type=float,
-                   help=f"fractions share a GPU, e.g. 0.25 (default: {DEFAULT_GPU_SHARE:g} with GPUs, else 0)")
+                   help="fractions share a GPU, e.g. 0.25 (default with GPUs: 0.25 with --mps or eager steps, "
+                        "else 1; 0 without GPUs)")
     g.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
     g.add_argument("--num-gpus", type=float, help="logical GPUs for a local cluster (lets CPU machines exercise fractional packing)")
     g.add_argument("--num-cpus", type=int, help="CPUs for a local cluster (default: all)")
+    g.add_argument("--mps", action="store_true",
+                   help="run NVIDIA MPS while the experiment runs, so trials sharing a GPU run at once (local clusters)")
     g.add_argument("--address", help="an existing Ray cluster, e.g. auto or ray://HEAD:10001")
     g = p.add_argument_group("results")
     g.add_argument("--storage", default=RunOptions.storage,
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             max_failures=args.max_failures, num_cpus=args.num_cpus, num_gpus=args.num_gpus, address=args.address,
-            dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, storage=args.storage, name=args.name,
+            dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, mps=args.mps,
+            storage=args.storage, name=args.name,
             resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
             command=" ".join([PROG, *(sys.argv[1:] if argv is None else argv)]))
         space = load_space(args.space)
