@@ -132,3 +132,47 @@ def test_checkpoints_resume_across_eager_and_graph(cifar10, tmp_path):
     assert [h["epoch"] for h in again.history] == [1, 2, 3] and again.step == "cuda_graph"
     assert all(math.isfinite(h["train_loss"]) for h in again.history)
     assert math.isclose(again.history[1]["lr"], saved[2]["history"][1]["lr"], rel_tol=1e-6)
+
+
+class _Constant(nn.Module):
+    """Predicts class 0 for every image (a bias the optimizer can move); `sync` makes forward read a value
+    back to the host, which CUDA graph capture forbids."""
+
+    def __init__(self, sync: bool = False):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([5.0, 0.0]))
+        self.sync = sync
+
+    def forward(self, images):
+        if self.sync:
+            float(self.bias[0])  # a host read: illegal while a graph is being captured
+        return self.bias.expand(images.shape[0], 2) + 0 * images.float().mean((1, 2, 3), keepdim=False)[:, None]
+
+
+def _run_graphed(model, batches: list[int]):
+    from cnnsearch.steps import GraphedStep
+
+    model = model.cuda()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    prepare_optimizer_for_graphs(optimizer, CUDA)
+    step = GraphedStep(model, optimizer, label_smoothing=0.0, bf16=False, channels_last=False, batch_size=8)
+    step.start_epoch()
+    for size in batches:
+        step(torch.zeros(size, 1, 4, 4, dtype=torch.uint8, device="cuda"), torch.zeros(size, dtype=torch.long,
+                                                                                        device="cuda"))
+    return step
+
+
+@needs_cuda
+def test_graphed_step_trains_every_image_including_the_partial_batch():
+    step = _run_graphed(_Constant(), [8] * 6 + [3])  # 3 warm-up steps, capture, replays, then a partial batch
+    assert step.graph is not None and step.failed is None
+    assert step.totals()[1] == 6 * 8 + 3  # every image counted once: the replays and the eager partial batch
+
+
+@needs_cuda
+def test_capture_failure_falls_back_to_eager_training():
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed, training eagerly"):
+        step = _run_graphed(_Constant(sync=True), [8] * 6)
+    assert step.graph is None and step.failed
+    assert step.totals()[1] == 6 * 8  # the batch of the failed capture was trained too
