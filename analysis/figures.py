@@ -130,16 +130,16 @@ def plot_overfitting(experiment: Experiment, path: str | os.PathLike | None = No
 
 def plot_importance(importance: pd.DataFrame, path: str | os.PathLike | None = None, *, title: str = ""):
     """Horizontal bars: each factor's importance (fraction of explained variance), with its noise floor (the
-    95% quantile of its importances with the metric shuffled over trials) as a black tick. `importance`:
-    columns factor, importance, floor."""
+    95% quantile of its importances with the metric shuffled over trials) as a black tick; grey bars: factors
+    that do not matter after Holm's correction. `importance`: `importance.importance_with_floor`'s table."""
     table = importance.iloc[::-1]
     fig = Figure(figsize=(6, 0.45 * len(table) + 1.6))
     ax = fig.subplots()
     y = list(range(len(table)))
-    ax.barh(y, table["importance"].to_numpy(), color=["tab:blue" if a else "tab:grey" for a in table["above"]])
+    ax.barh(y, table["importance"].to_numpy(), color=["tab:blue" if m else "tab:grey" for m in table["matters"]])
     ax.scatter(table["floor"].to_numpy(), y, marker="|", s=400, color="black", label="noise floor (95%)", zorder=3)
     ax.set_yticks(y, table["factor"].astype(str))
-    ax.set_xlabel("importance (fraction); grey: below its floor")
+    ax.set_xlabel("importance (fraction); grey: does not matter (Holm)")
     ax.set_title(title or "parameter importance", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="x")

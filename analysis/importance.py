@@ -18,13 +18,20 @@ from search_spaces import Factor
 
 from .comparisons import common_epoch, usable_trials, values_at_epoch
 from .load import Experiment
-from .noise_floor import FactorImportance, importance_floor
+from .inference import ALPHA, holm
+from .noise_floor import importance_floor
 
-__all__ = ["parameter_importance", "importance_with_floor", "PERMUTATIONS"]
+__all__ = ["parameter_importance", "importance_with_floor", "permutations_for", "PERMUTATIONS"]
 
-# The floor is the 2nd largest of 39 permuted importances (the 95% quantile); fANOVA takes about 0.3 s per
-# fit on 16 trials on one CPU core, so the floor costs about 12 s.
+# The floor is the 2nd largest of 39 permuted importances (the 95% quantile). fANOVA takes about 0.3 s per fit on
+# 16 trials on one CPU core, so the floor of two factors costs about 12 s.
 PERMUTATIONS = 39
+
+
+def permutations_for(factors: int) -> int:
+    """Enough shuffles for Holm over `factors` permutation p-values at 5%: the smallest p, 1 / (K + 1), must
+    reach 0.05 / factors."""
+    return max(PERMUTATIONS, 20 * factors - 1)
 
 
 def _distribution(factor: Factor):
@@ -95,12 +102,18 @@ def parameter_importance(experiment: Experiment, *, metric: str | None = None, e
 
 
 def importance_with_floor(experiment: Experiment, *, metric: str | None = None, evaluator=None, seed: int = 0,
-                          permutations: int | None = None) -> tuple[int, tuple[FactorImportance, ...]]:
-    """(epoch, each factor's importance against its 95% permutation floor), highest importance first: a
-    factor clears the floor when its importance beats the 95% quantile of its importances with the metric
-    shuffled over the trials (a permutation test at 5% per factor). Raises as `parameter_importance`."""
+                          permutations: int | None = None) -> tuple[int, pd.DataFrame]:
+    """(epoch, one row per factor, highest importance first): `importance`, `floor` (the 95% quantile of its
+    importances with the metric shuffled over the trials), `p` (the permutation p of its importance), `above`
+    (importance > floor: a test at 5% for that factor), `p_adjusted` (Holm over the factors) and `matters`
+    (p_adjusted <= 0.05: the chance that any null factor is called is at most 5%). `permutations` default:
+    `permutations_for(number of factors)`. Raises as `parameter_importance`."""
     metric = metric or experiment.metric
     configs, values, epoch = _data(experiment, metric)
     importance = _evaluator(experiment, metric, evaluator, seed)
-    permutations = PERMUTATIONS if permutations is None else permutations
-    return epoch, importance_floor(importance, configs, values, permutations=permutations, seed=seed)
+    permutations = permutations_for(len(configs[0])) if permutations is None else permutations
+    floor = importance_floor(importance, configs, values, permutations=permutations, seed=seed)
+    table = pd.DataFrame([f.__dict__ for f in floor], columns=["factor", "importance", "floor", "p", "above"])
+    table["p_adjusted"] = holm(table["p"].to_numpy())
+    table["matters"] = table["p_adjusted"] <= ALPHA
+    return epoch, table

@@ -320,30 +320,30 @@ def _known(value: Any) -> str:
 def _importance_section(experiment: Experiment, figures: Path) -> list[str]:
     if experiment.design == "one_at_a_time":
         return []
-    from . import importance
+    from .importance import importance_with_floor, permutations_for
 
     lines = ["## Parameter importance", ""]
     try:
-        epoch, scores = importance.importance_with_floor(experiment)
+        epoch, table = importance_with_floor(experiment)
     except ImportError as exc:
         return lines + [f"Not computed: Optuna's fANOVA needs scikit-learn ({exc}); `pip install scikit-learn`.", ""]
     except (ValueError, RuntimeError) as exc:
         return lines + [f"Not computed: {str(exc).splitlines()[0]}.", ""]
-    table = pd.DataFrame([s.__dict__ for s in scores])
-    title = f"fANOVA importance of {experiment.metric} at epoch {epoch}"
-    plot_importance(table, figures / "importance.png", title=title)
+    plot_importance(table, figures / "importance.png",
+                    title=f"fANOVA importance of {experiment.metric} at epoch {epoch}")
     shown = pd.DataFrame({"factor": table["factor"], "importance": [f"{v:.3f}" for v in table["importance"]],
                           "noise floor (95%)": [f"{v:.3f}" for v in table["floor"]],
                           "permutation p": [f"{v:.3f}" for v in table["p"]],
-                          "clears the floor": ["**yes**" if a else "no" for a in table["above"]]})
-    cleared = [s.factor for s in scores if s.above]
-    early = epoch < experiment.max_epochs
+                          "Holm-adjusted p": [f"{v:.3f}" for v in table["p_adjusted"]],
+                          "matters": ["**yes**" if m else "no" for m in table["matters"]]})
+    matters = table.loc[table["matters"], "factor"].tolist()
+    at = f" of {experiment.max_epochs}, the last epoch every trial reached" if epoch < experiment.max_epochs else ""
     return lines + [
-        f"Optuna's fANOVA on {experiment.metric} at epoch {epoch}" +
-        (f" of {experiment.max_epochs}, the last epoch every trial reached" if early else "") +
-        f". fANOVA's importances sum to 1 even on noise; each factor's floor is the 95% quantile of its importance "
-        f"with the metric shuffled over the trials ({importance.PERMUTATIONS} shuffles): above it, the factor matters at the 5% "
-        f"level (per factor). Clear the floor: {', '.join(cleared) if cleared else 'none'}.", ""] + _md_table(shown) + [
+        f"Optuna's fANOVA on {experiment.metric} at epoch {epoch}{at}. Its importances sum to 1 even on noise, so "
+        f"each is tested against the same importance with the metric shuffled over the trials "
+        f"({permutations_for(len(table))} shuffles): the floor is the 95% quantile of those, the permutation p how "
+        f"often a shuffle did as well; a factor matters when its Holm-adjusted p over the {len(table)} factors is at "
+        f"most 0.05. Matter: {', '.join(matters) if matters else 'none'}.", ""] + _md_table(shown) + [
         "", "![parameter importance](figures/importance.png)", ""]
 
 
