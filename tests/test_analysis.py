@@ -527,6 +527,12 @@ claims:
     assert (blocks.order, blocks.relations, blocks.margin) == (("[3,3,3,3]", "[2,2,2,2]"), ("<",), None)
     assert decay.relations == (">", ">") and decay.text == "lr_decay: 0.9 > 1.0 > 0.45"
     assert bn.order == ("true", "false")
+    example = re.search(r"```yaml\n(.*?)```", (REPO / "analysis" / "README.md").read_text(), re.S).group(1)
+    readme = load_claims(write_claims(tmp_path, example))
+    assert [c.chain for c in readme] == ["3 > 7", "0.9 > 1.0 > 0.45", "se_resnet18 ~ resnet18 > densenet121",
+                                         "optimizer=sgd,lr=0.01 ~ optimizer=adam,lr=0.001 > optimizer=sgd,lr=0.001",
+                                         "[3,3,3,3] > [2,2,2,2]"]
+    assert (readme.margin, readme.about, readme.claims[3].margin) == (2, {"dataset": "cifar10", "budget": "full"}, 3)
 
 
 @pytest.mark.parametrize("text, message", [
