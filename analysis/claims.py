@@ -27,7 +27,7 @@ from .comparisons import compare, group_trials, left_out, level_column
 from .display import scale
 from .inference import ALPHA, DEFAULT_MARGIN
 from .load import Experiment
-from .verdicts import (NOT_TESTED, ROW_COLUMNS, ClaimOrder, Judgement, PairVerdict, claim_rows,
+from .verdicts import (NOT_TESTED, ROW_COLUMNS, ClaimOrder, ClaimVerdict, Judgement, PairVerdict, claim_rows,
                        headline_counts, judge)
 
 __all__ = ["Claim", "ClaimSet", "ClaimsError", "Verdict", "ClaimsCheck", "NOT_APPLICABLE", "CSV_COLUMNS",
@@ -116,8 +116,8 @@ class ClaimSet:
 class Verdict:
     """What an experiment says about `claim`: `verdict` (one of analysis.verdicts.VERDICTS, or
     NOT_APPLICABLE), the pairs it rests on (the chain's adjacent pairs, Holm-adjusted), a note saying why
-    (what was reversed or not shown, what was left out, that a pair was compared early), and `context`:
-    budget, model and seeds the verdict was reached with."""
+    (what was reversed or not shown, what was left out, that a pair was compared early), and what it rests on:
+    the budget, the models its trials trained and the seeds per point (a range when they differ)."""
 
     claim: Claim
     verdict: str
@@ -125,7 +125,17 @@ class Verdict:
     note: str = ""
     exploratory: bool = False  # some point of the claim has fewer than analysis.verdicts.MIN_SEEDS seeds
     early: bool = False  # some pair compared before its levels' last epoch: not in the headline count
-    context: str = ""
+    budget: str = ""
+    models: str = ""  # "" when the claim compares models
+    seeds: str = ""
+
+    @property
+    def context(self) -> str:
+        """`budget cpu, model resnet18, 2 seeds`: what the verdict rests on."""
+        parts = [f"budget {self.budget}"] if self.budget else []
+        parts += [f"model {self.models}"] if self.models else []
+        parts += [f"{self.seeds} seed{'s' * (self.seeds != '1')}"] if self.seeds else []
+        return ", ".join(parts)
 
     @property
     def comparisons(self):
@@ -174,7 +184,7 @@ class ClaimsCheck:
                     row = {**row, "note": "; ".join(x for x in (row.get("note"), v.note) if x)}
                 out.append({**dict.fromkeys(CSV_COLUMNS), **row, "file": self.claims.file, "id": v.claim.id,
                             "source": v.claim.source, "dataset": self.dataset, "budget": self.budget,
-                            "model": _context_part(v.context, "model"), "seeds": _context_part(v.context, "seeds"),
+                            "model": v.models or None, "seeds": v.seeds or None,
                             "early": v.early})
         return [{k: row.get(k) for k in CSV_COLUMNS} for row in out]
 
@@ -427,16 +437,15 @@ def check_claims(experiment: Experiment, claims: ClaimSet, *, alpha: float = ALP
     return ClaimsCheck(claims, verdicts, judgement, "", dataset, budget)
 
 
-def _verdict(claim: Claim, judged, experiment: Experiment) -> Verdict:
+def _verdict(claim: Claim, judged: ClaimVerdict, experiment: Experiment) -> Verdict:
     """The claim's verdict with what it rests on (budget, model, seeds) and its notes."""
     if judged.verdict == NOT_TESTED:
-        return Verdict(claim, NOT_TESTED, note=judged.reason, context=f"budget {experiment.record.budget}")
+        return Verdict(claim, NOT_TESTED, note=judged.reason, budget=experiment.record.budget)
     where = {k: v for k, v in claim.where.items() if level_column(experiment, k) is not None}
     groups = [group_trials(experiment, claim.factor, level, where=where) for level in claim.order]
     notes = [judged.note]
-    dropped = [group_trials(experiment, claim.factor, level, where=where, trials=left_out(experiment))
-               for level in claim.order]
-    dropped = pd.concat(dropped)
+    dropped = pd.concat([group_trials(experiment, claim.factor, level, where=where, trials=left_out(experiment))
+                         for level in claim.order])
     if len(dropped):
         notes.append("left out (crashed or unfinished): " + ", ".join(
             f"{r.label} seed {r.seed} ({r.status} after {r.epochs} of {r.max_epochs} epochs)"
@@ -448,22 +457,10 @@ def _verdict(claim: Claim, judged, experiment: Experiment) -> Verdict:
                      f"stopped trials of these levels: an order can still change, so not in the headline count")
     models = sorted(set(pd.concat(groups).get("config/model", pd.Series(dtype=str)).dropna().astype(str)))
     seeds = sorted({p.test.seeds for p in judged.pairs})
-    parts = [f"budget {experiment.record.budget}"]
-    if claim.factor != "model" and models:
-        parts.append("model " + "/".join(models))
-    parts.append(f"{seeds[0]}{'-' + str(seeds[-1]) if len(seeds) > 1 else ''} seed{'s' * (seeds[-1] != 1)}")
     return Verdict(claim, judged.verdict, judged.pairs, "; ".join(n for n in notes if n), judged.exploratory,
-                   judged.early, ", ".join(parts))
-
-
-def _context_part(context: str, name: str) -> str | None:
-    """`model` or `seeds` out of a verdict's context line, for claims.csv."""
-    for part in context.split(", "):
-        if name == "model" and part.startswith("model "):
-            return part[len("model "):]
-        if name == "seeds" and part.endswith(("seed", "seeds")):
-            return part.split(" ")[0]
-    return None
+                   judged.early, budget=experiment.record.budget,
+                   models="/".join(models) if claim.factor != "model" else "",
+                   seeds=f"{seeds[0]}" + (f"-{seeds[-1]}" if len(seeds) > 1 else ""))
 
 
 # ---------------------------------------------------------------------------------------- display

@@ -277,7 +277,7 @@ def _scheduler_section(experiment: Experiment, figures: Path) -> list[str]:
     entry, rungs = record.scheduler_entry, record.rungs
     text = (f"{entry.title} decided at epochs {', '.join(map(str, rungs))}: a pair with a level stopped there is "
             f"compared at that epoch and kept out of the headline count." if rungs else
-            f"Scheduler {record.scheduler}: every trial ran to its end." if not entry.stops_early else
+            f"Scheduler {record.scheduler}: it stops no trial (a trial that ended early crashed)." if not entry.stops_early else
             f"{entry.title} had no rung below the last epoch.")
     return ["## Trials alive per epoch", "", text, "", "![trials alive per epoch](figures/asha_rungs.png)", ""]
 
