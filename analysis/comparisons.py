@@ -92,8 +92,8 @@ def _reach(trials: pd.DataFrame) -> pd.Series:
 
 def common_epoch(*groups: pd.DataFrame) -> int | None:
     """The largest epoch every trial of `groups` reached (None when they are empty)."""
-    reach = pd.concat([_reach(g) for g in groups if len(g)]) if any(len(g) for g in groups) else pd.Series([])
-    return int(reach.min()) if len(reach) else None
+    reach = [_reach(g) for g in groups if len(g)]
+    return int(pd.concat(reach).min()) if reach else None
 
 
 def values_at_epoch(experiment: Experiment, trials: pd.DataFrame, epoch: int, metric: str | None = None) -> pd.Series:
@@ -133,7 +133,7 @@ def compare(experiment: Experiment, factor: str, a: Any, b: Any, *, relation: st
     pooled = pool_sd(values)
     # A level is the design points (cells) its trials ran at; an empty level is a cell without values,
     # so that compare_pair returns an undefined test that says where.
-    empty = {f"{key}": np.array([]) for key, group in ((key_a, group_a), (key_b, group_b)) if not len(group)}
+    empty = {key: np.array([]) for key, group in ((key_a, group_a), (key_b, group_b)) if not len(group)}
     cells_a = tuple(dict.fromkeys(group_a["label"])) or (key_a,)
     cells_b = tuple(dict.fromkeys(group_b["label"])) or (key_b,)
     final = not (group_a["stopped_early"].any() or group_b["stopped_early"].any())
@@ -141,6 +141,7 @@ def compare(experiment: Experiment, factor: str, a: Any, b: Any, *, relation: st
                         epoch=epoch, final=final)
     note = test.note.replace("no values at", "no usable trials at") if empty else test.note
     return dataclasses.replace(test, a=key_a, b=key_b, note=note)
+
 
 LEVEL_COLUMNS = ["factor", "level", "reference", "epoch", "final", "n", "n_reference", "mean", "reference_mean",
                  "diff", "low", "high", "p", "sd", "df"]
