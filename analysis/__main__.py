@@ -22,14 +22,14 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog=PROG, description="Tables, figures and verdicts on the reports' claims, from a Tune experiment.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    r = sub.add_parser("report", help="write report.md, figures/, trials.csv and epochs.csv",
-                       description="Write report.md (claims and verdicts first), figures/*.png, trials.csv, epochs.csv.")
+    r = sub.add_parser("report", help="write report.md, figures/, trials.csv, epochs.csv and claims.csv",
+                       description="Write report.md (claims and verdicts first), figures/*.png, trials.csv, epochs.csv "
+                                   "and claims.csv.")
     r.add_argument("run_dir", metavar="RUN_DIR", help="experiment folder: a path or a pyarrow URI (file://, s3://, ...)")
     r.add_argument("--claims", metavar="FILE", help="claims file (default: analysis/claims/<space name>.yaml if it exists)")
     r.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/analysis for local folders, "
                                                "./NAME-analysis for remote ones)")
     r.add_argument("--no-test", action="store_true", help="skip the test-split evaluation (no confusion matrix)")
-    r.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 10000)")
     _data_args(r)
 
     b = sub.add_parser("best", help="the best config, evaluated once on the test split",
@@ -69,10 +69,7 @@ def _default_out(experiment) -> str:
 def _report(args: argparse.Namespace) -> int:
     from .claims import ClaimsError, load_claims
     from .report import write_report
-    from .stats import N_RESAMPLES
 
-    if args.resamples is not None and args.resamples < 100:
-        fail(f"--resamples must be >= 100, got {args.resamples}", prog=PROG)
     claims = None
     if args.claims:
         try:
@@ -85,10 +82,10 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         path = write_report(experiment, out, claims=claims, test=not args.no_test, data_dir=args.data_dir,
-                            download=not args.no_download, n_resamples=args.resamples or N_RESAMPLES)
+                            download=not args.no_download)
     except (ClaimsError, DataError) as exc:
         fail(str(exc), prog=PROG)
-    print(f"wrote {path} (figures/, trials.csv, epochs.csv beside it)")
+    print(f"wrote {path} (figures/, trials.csv, epochs.csv and, with claims, claims.csv beside it)")
     return 0
 
 

@@ -1,18 +1,25 @@
-"""Effects of factor levels at equal budget.
+"""Two levels of a factor compared at equal epoch, with the design-pooled t test (`analysis.inference`).
 
-ASHA stops weak trials early, so a trial's last metric depends on how long it was allowed to run:
-comparing last metrics flatters the levels ASHA kept. Every comparison here is made at one epoch that
-every trial in it reached: for two levels, the largest epoch both groups reached.
+ASHA stops weak trials early, so a trial's last metric depends on how long it was allowed to run. Each
+comparison is made at one epoch: the largest that every trial of both levels reached. Its seed noise is
+pooled over every design point that has values at that epoch (all of them under FIFO), which is what
+makes 2-seed intervals calibrated (tests/test_calibration.py).
 
-Groups: in a one-at-a-time design, a level's trials are the points on that factor's axis (the base
-point for the baseline level); in grid and sampled designs, every trial at that level (a marginal mean,
-over the grid's other factors as cells; sampled trials as one pool).
+Only trials that ended as the design meant count: completed, diverged (its last values stand for the
+epochs it never reached) or stopped by the scheduler. A crashed or unfinished trial (status error,
+unfinished, or stopped without a scheduler that stops trials) is left out of every comparison and every
+pool: it would otherwise pull the epoch of a comparison down to wherever it crashed.
+
+Groups: in a one-at-a-time design a level is the point on its factor's axis (the base point for the
+baseline level); in grid and sampled designs a level is every design point at that level, as cells of a
+marginal mean (equal weight). A claim may name a TrainConfig key that the experiment varies through a
+multi-key factor (`optimizer` in the `optimizers` space, set by `recipe`): its levels group the trials by
+that key's value.
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,157 +27,149 @@ import pandas as pd
 
 from search_spaces import level_key
 
+from .display import scale
+from .inference import ALPHA, DEFAULT_MARGIN, PairTest, compare_pair, pool_sd
 from .load import Experiment
-from .stats import CONFIDENCE, N_RESAMPLES, SEED, Estimate, bootstrap_diff, bootstrap_mean, group_mean
 
-__all__ = ["Comparison", "compare", "level_effects", "effects", "group_trials", "values_at_epoch", "common_epoch"]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Level `a` against level `b` of `factor` at `epoch`: `diff` = mean(a) - mean(b) in the metric's
-    units, with its bootstrap interval. `better` is +1 when a is better than b with the interval
-    excluding zero (for the metric's mode), -1 when b is, 0 when the data cannot tell."""
-
-    factor: str
-    a: str
-    b: str
-    metric: str
-    mode: str  # "max" or "min": which direction is better
-    epoch: int | None
-    n_a: int
-    n_b: int
-    mean_a: float
-    mean_b: float
-    diff: Estimate
-
-    @property
-    def better(self) -> int:
-        sign = self.diff.sign()
-        return sign if self.mode == "max" else -sign
+__all__ = ["usable_trials", "left_out", "level_column", "group_trials", "common_epoch", "values_at_epoch",
+           "design_values", "compare", "level_effects", "effects", "LEVEL_COLUMNS"]
 
 
-def group_trials(experiment: Experiment, factor: str, level: Any, *, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """The trials that represent `level` of `factor` (a level value or its key), restricted to the
-    trials whose other factors take the levels in `where`."""
+def usable_trials(experiment: Experiment) -> pd.DataFrame:
+    """The trials that count in comparisons: completed, diverged, or stopped early by a scheduler that
+    stops trials (ASHA, HyperBand)."""
     trials = experiment.trials
-    key = level if isinstance(level, str) else level_key(level)
-    mask = trials[factor].astype(str) == key
+    done = trials["status"].isin(["completed", "diverged"])
+    if experiment.record.scheduler_entry.stops_early:
+        done |= trials["status"] == "stopped"
+    return trials[done]
+
+
+def left_out(experiment: Experiment) -> pd.DataFrame:
+    """The trials left out of every comparison (crashed or unfinished)."""
+    trials = experiment.trials
+    return trials[~trials["trial_id"].isin(usable_trials(experiment)["trial_id"])]
+
+
+def level_column(experiment: Experiment, name: str) -> tuple[str, str] | None:
+    """(column of the trials table, the factor that varies it) for `name`: a factor of the experiment,
+    or a TrainConfig key that a multi-key factor sets (column `config/<key>`); None otherwise."""
+    if experiment.factor(name) is not None:
+        return name, name
+    owner = next((f for f in experiment.factors if f.multi_key and name in f.keys), None)
+    if owner is not None and f"config/{name}" in experiment.trials:
+        return f"config/{name}", owner.name
+    return None
+
+
+def _keys(column: pd.Series) -> pd.Series:
+    """A column's values as level keys (factor columns hold keys already; config columns hold values)."""
+    return column.map(lambda v: v if isinstance(v, str) else level_key(v))
+
+
+def group_trials(experiment: Experiment, factor: str, level: Any, *, where: Mapping[str, Any] | None = None,
+                 trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The trials that represent `level` (a level value or its key) of `factor` (a factor, or a key a
+    multi-key factor sets), restricted to the trials whose other factors take the levels in `where`.
+    `trials`: the rows to choose from (default: `usable_trials`)."""
+    trials = usable_trials(experiment) if trials is None else trials
+    column, owner = level_column(experiment, factor) or (factor, factor)
+    mask = _keys(trials[column]) == (level if isinstance(level, str) else level_key(level))
     if experiment.design == "one_at_a_time":
-        on_axis = trials["design_factor"].isna() | (trials["design_factor"] == factor)
-        mask &= on_axis
+        mask &= trials["design_factor"].isna() | (trials["design_factor"] == owner)
     for name, value in (where or {}).items():
-        mask &= trials[name].astype(str) == (value if isinstance(value, str) else level_key(value))
+        other = level_column(experiment, name)
+        if other is not None:  # a where on a key the experiment does not vary was checked against its base
+            mask &= _keys(trials[other[0]]) == (value if isinstance(value, str) else level_key(value))
     return trials[mask]
 
 
-def _cell_columns(experiment: Experiment, factor: str) -> list[str]:
-    """Grid designs: the other level factors, whose combinations are the cells of a marginal mean."""
-    if experiment.design != "grid":
-        return []
-    return [f.name for f in experiment.factors if f.name != factor and not f.continuous]
-
-
 def _reach(trials: pd.DataFrame) -> pd.Series:
-    """How far each trial counts as having run: a diverged trial ran its course (its last values
-    stand for the epochs it never reached), any other one its epochs trained."""
+    """How far each trial counts as having run: a diverged trial ran its course (its last values stand for
+    the epochs it never reached), any other one its epochs trained."""
     return trials["epochs"].where(trials["status"] != "diverged", trials["max_epochs"])
 
 
+def common_epoch(*groups: pd.DataFrame) -> int | None:
+    """The largest epoch every trial of `groups` reached (None when they are empty)."""
+    reach = [_reach(g) for g in groups if len(g)]
+    return int(pd.concat(reach).min()) if reach else None
+
+
 def values_at_epoch(experiment: Experiment, trials: pd.DataFrame, epoch: int, metric: str | None = None) -> pd.Series:
-    """The metric of each trial at `epoch` (a diverged trial's last value after it diverged), by trial_id."""
+    """The metric of each trial at `epoch` (a diverged trial's last value), by trial_id; NaN for a trial
+    that did not reach it."""
     metric = metric or experiment.metric
     rows = experiment.epochs[experiment.epochs["trial_id"].isin(trials["trial_id"]) &
                              (experiment.epochs["epoch"] <= epoch)]
     last = rows.sort_values("epoch").drop_duplicates("trial_id", keep="last").set_index("trial_id")[metric]
-    return last.reindex(trials["trial_id"]).astype(float)
+    values = last.reindex(trials["trial_id"]).astype(float)
+    return values.where((_reach(trials) >= epoch).to_numpy())
 
 
-def common_epoch(*groups: pd.DataFrame) -> int | None:
-    """The largest epoch every trial of `groups` reached (a diverged trial counts as finished)."""
-    reach = pd.concat([_reach(g) for g in groups if len(g)])
-    return int(reach.min()) if len(reach) else None
-
-
-def _cells(experiment: Experiment, group: pd.DataFrame, factor: str, epoch: int, metric: str) -> tuple[list[np.ndarray], int]:
-    """The group's values at `epoch` as cells (one per combination of a grid's other factors) and
-    how many trials have a value."""
-    values = values_at_epoch(experiment, group, epoch, metric)
-    columns = _cell_columns(experiment, factor)
-    array = values.to_numpy()
-    n = int(values.notna().sum())
-    if not columns:
-        return [array], n
-    keys = group[columns].astype(str).agg("|".join, axis=1).to_numpy()
-    return [array[keys == k] for k in dict.fromkeys(keys)], n
-
-
-def compare(experiment: Experiment, factor: str, a: Any, b: Any, *, where: Mapping[str, Any] | None = None,
-            metric: str | None = None, n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
-            seed: int = SEED) -> Comparison:
-    """Level `a` against level `b` of `factor` at the largest epoch every trial of both reached."""
+def design_values(experiment: Experiment, epoch: int, metric: str | None = None) -> dict[str, np.ndarray]:
+    """Every design point's per-seed values at `epoch` in display units (accuracy points), from the usable
+    trials that reached it: what a comparison at `epoch` pools its seed noise over."""
     metric = metric or experiment.metric
-    mode = experiment.record.mode_of(metric)
-    group_a = group_trials(experiment, factor, a, where=where)
-    group_b = group_trials(experiment, factor, b, where=where)
+    trials = usable_trials(experiment)
+    values = scale(metric) * values_at_epoch(experiment, trials, epoch, metric).to_numpy()
+    labels = trials["label"].to_numpy()
+    return {label: values[(labels == label) & np.isfinite(values)] for label in dict.fromkeys(labels)}
+
+
+def compare(experiment: Experiment, factor: str, a: Any, b: Any, *, relation: str = ">",
+            where: Mapping[str, Any] | None = None, metric: str | None = None, margin: float = DEFAULT_MARGIN,
+            alpha: float = ALPHA) -> PairTest:
+    """Test `a <relation> b` (levels of `factor`, relation on the metric's values: `>`, `<` or `~` within
+    `margin` points) at the largest epoch every usable trial of both levels reached, in points, with the
+    seed sd pooled over every design point at that epoch. The test's `a`/`b` are the levels' keys; `final`
+    is False when the scheduler stopped a trial of either level (the comparison is early)."""
+    metric = metric or experiment.metric
     key_a, key_b = (x if isinstance(x, str) else level_key(x) for x in (a, b))
+    group_a = group_trials(experiment, factor, key_a, where=where)
+    group_b = group_trials(experiment, factor, key_b, where=where)
     epoch = common_epoch(group_a, group_b)
-    if epoch is None or not len(group_a) or not len(group_b):
-        return Comparison(factor, key_a, key_b, metric, mode, epoch, len(group_a), len(group_b), math.nan, math.nan,
-                          Estimate(math.nan, math.nan, math.nan))
-    cells_a, n_a = _cells(experiment, group_a, factor, epoch, metric)
-    cells_b, n_b = _cells(experiment, group_b, factor, epoch, metric)
-    diff = bootstrap_diff(cells_a, cells_b, n_resamples=n_resamples, confidence=confidence, seed=seed)
-    return Comparison(factor, key_a, key_b, metric, mode, epoch, n_a, n_b, group_mean(cells_a), group_mean(cells_b), diff)
+    values = design_values(experiment, epoch, metric) if epoch is not None else {}
+    pooled = pool_sd(values)
+    # A level is the design points (cells) its trials ran at; an empty level is a cell without values,
+    # so that compare_pair returns an undefined test that says where.
+    empty = {key: np.array([]) for key, group in ((key_a, group_a), (key_b, group_b)) if not len(group)}
+    cells_a = tuple(dict.fromkeys(group_a["label"])) or (key_a,)
+    cells_b = tuple(dict.fromkeys(group_b["label"])) or (key_b,)
+    final = not (group_a["stopped_early"].any() or group_b["stopped_early"].any())
+    test = compare_pair({**values, **empty}, cells_a, relation, cells_b, pooled=pooled, margin=margin, alpha=alpha,
+                        epoch=epoch, final=final)
+    note = test.note.replace("no values at", "no usable trials at") if empty else test.note
+    return dataclasses.replace(test, a=key_a, b=key_b, note=note)
 
 
-def level_effects(experiment: Experiment, factor: str, *, metric: str | None = None, n_resamples: int = N_RESAMPLES,
-                  confidence: float = CONFIDENCE, seed: int = SEED) -> pd.DataFrame:
-    """One row per level of `factor` present in the trials: its mean with a bootstrap interval, and its
-    difference to the reference level (the baseline, i.e. the space's first level) with an interval.
+LEVEL_COLUMNS = ["factor", "level", "reference", "epoch", "final", "n", "n_reference", "mean", "reference_mean",
+                 "diff", "low", "high", "p", "sd", "df"]
 
-    one_at_a_time: each level against the base point at the largest epoch both reached (epochs may
-    differ between rows). grid and sample: marginal means, every level at the one epoch all reached.
-    `rank` 1 is the best level (one at a time: by the difference to the base; otherwise by the mean).
-    """
+
+def level_effects(experiment: Experiment, factor: str, *, metric: str | None = None) -> pd.DataFrame:
+    """One row per level of `factor` other than the reference (the space's first level present): both
+    levels' means at the epoch they are compared at (`epoch`; they differ between rows under ASHA, never
+    within one), the difference in points with its 95% interval and two-sided p (design-pooled t, not
+    corrected for multiplicity)."""
     metric = metric or experiment.metric
     spec = experiment.factor(factor)
     if spec is None:
         raise KeyError(f"{factor!r} is not a factor of this experiment; factors: "
                        f"{', '.join(f.name for f in experiment.factors)}")
-    groups = {lv: group_trials(experiment, factor, lv) for lv in spec.by_key()}
-    groups = {lv: g for lv, g in groups.items() if len(g)}
-    if not groups:
-        return pd.DataFrame(columns=LEVEL_COLUMNS)
-    reference = next(iter(groups))
-    boot = dict(n_resamples=n_resamples, confidence=confidence, seed=seed)
-    shared = common_epoch(*groups.values()) if experiment.design != "one_at_a_time" else None
+    levels = [lv for lv in spec.by_key() if len(group_trials(experiment, factor, lv))]
     rows = []
-    for level, group in groups.items():
-        epoch = shared if shared is not None else common_epoch(group, groups[reference])
-        cells, n = _cells(experiment, group, factor, epoch, metric)
-        ref_cells, _ = _cells(experiment, groups[reference], factor, epoch, metric)
-        mean = bootstrap_mean(cells, **boot)
-        diff = Estimate(0.0, math.nan, math.nan) if level == reference else bootstrap_diff(cells, ref_cells, **boot)
-        rows.append({"factor": factor, "level": level, "reference": reference, "epoch": epoch, "n": n,
-                     "mean": mean.value, "mean_low": mean.low, "mean_high": mean.high,
-                     "reference_mean": group_mean(ref_cells), "diff": diff.value, "diff_low": diff.low,
-                     "diff_high": diff.high})
-    table = pd.DataFrame(rows, columns=LEVEL_COLUMNS[:-1])
-    higher = experiment.record.mode_of(metric) == "max"
-    score = table["diff"] if experiment.design == "one_at_a_time" else table["mean"]
-    table["rank"] = score.rank(ascending=not higher, method="min").astype("Int64")
-    return table
+    for level in levels[1:]:
+        t = compare(experiment, factor, level, levels[0], metric=metric)
+        rows.append({"factor": factor, "level": level, "reference": levels[0], "epoch": t.epoch, "final": t.final,
+                     "n": t.n_a, "n_reference": t.n_b, "mean": t.mean_a, "reference_mean": t.mean_b, "diff": t.diff,
+                     "low": t.low, "high": t.high, "p": t.p, "sd": t.sd, "df": t.df})
+    return pd.DataFrame(rows, columns=LEVEL_COLUMNS)
 
 
-LEVEL_COLUMNS = ["factor", "level", "reference", "epoch", "n", "mean", "mean_low", "mean_high", "reference_mean",
-                 "diff", "diff_low", "diff_high", "rank"]
-
-
-def effects(experiment: Experiment, *, metric: str | None = None, n_resamples: int = N_RESAMPLES,
-            confidence: float = CONFIDENCE, seed: int = SEED) -> pd.DataFrame:
+def effects(experiment: Experiment, *, metric: str | None = None) -> pd.DataFrame:
     """`level_effects` for every factor with levels that the trials vary, stacked."""
-    tables = [level_effects(experiment, name, metric=metric, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    tables = [level_effects(experiment, name, metric=metric)
               for name in experiment.varied() if not experiment.factor(name).continuous]
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=LEVEL_COLUMNS)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from search_spaces import level_label
 
-__all__ = ["scale", "metric_label", "num", "ci", "changes"]
+__all__ = ["scale", "metric_label", "num", "changes", "dataset_name"]
 
 _LABELS = {"val_acc": "val accuracy (%)", "train_acc": "train accuracy (%)", "val_loss": "val loss (cross-entropy)",
            "train_loss": "train loss (cross-entropy)"}
@@ -31,13 +31,16 @@ def num(value: Any, digits: int = 2, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
-def ci(low: float, high: float, k: float, sign: bool = True) -> str:
-    """An interval scaled by `k`, e.g. `[+1.25, +3.40]`, or "CI n/a" when undefined."""
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
-        return "CI n/a"
-    return f"[{num(k * low, sign=sign)}, {num(k * high, sign=sign)}]"
-
-
 def changes(config: dict[str, Any]) -> str:
     """Config keys that differ from a base, as `key=level, ...`, or "nothing"."""
     return ", ".join(f"{k}={level_label(v)}" for k, v in config.items()) or "nothing"
+
+
+_DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST"}
+
+
+def dataset_name(dataset: str) -> str:
+    """A data set as people name it: `CIFAR-10`, or `image folder PATH` for `imagefolder:PATH`."""
+    if dataset.startswith("imagefolder:"):
+        return f"image folder {dataset.split(':', 1)[1]}"
+    return _DATASETS.get(dataset, dataset)

@@ -52,31 +52,33 @@ def plot_level_curves(experiment: Experiment, factor: str, path: str | os.PathLi
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{factor}: mean over seeds, band = range (later epochs: only the trials ASHA kept)", fontsize=10)
+    stops = experiment.record.scheduler_entry.stops_early
+    fig.suptitle(f"{factor}: mean over seeds, band = range" + (" (later epochs: the trials not stopped)" if stops else ""),
+                 fontsize=10)
     return _finish(fig, path)
 
 
 def plot_level_effects(table: pd.DataFrame, path: str | os.PathLike | None = None, *, metric: str = "val_acc"):
-    """A factor's levels (one `effects.level_effects` table): mean at the compared epoch with its 95%
-    bootstrap interval; the reference level's mean as a dashed line."""
-    k = scale(metric)
+    """A factor's levels against its reference (one `comparisons.level_effects` table): each difference at the
+    epoch its test used (on the tick), with its 95% interval (design-pooled t, not corrected)."""
+    unit = " (points)" if scale(metric) == 100 else ""
     factor = table["factor"].iloc[0] if len(table) else ""
-    fig = Figure(figsize=(max(4.5, 1.1 * len(table) + 2), 4))
+    reference = table["reference"].iloc[0] if len(table) else ""
+    fig = Figure(figsize=(max(4.5, 1.2 * len(table) + 2.5), 4))
     ax = fig.subplots()
-    x = range(len(table))
-    mean = k * table["mean"].astype(float)
-    low = (mean - k * table["mean_low"].astype(float)).fillna(0).clip(lower=0)
-    high = (k * table["mean_high"].astype(float) - mean).fillna(0).clip(lower=0)
-    ax.errorbar(list(x), mean, yerr=[low, high], fmt="o", capsize=5)
-    if len(table):
-        ax.axhline(k * float(table["reference_mean"].iloc[0]), color="grey", linestyle="--", linewidth=1,
-                   label=f"reference ({table['reference'].iloc[0]})")
-        ax.legend(fontsize=8)
-    ticks = [f"{lv}\nepoch {ep}, n={n}" for lv, ep, n in zip(table["level"], table["epoch"], table["n"])]
+    x = list(range(len(table)))
+    diff = table["diff"].astype(float)
+    low = (diff - table["low"].astype(float)).fillna(0).clip(lower=0)
+    high = (table["high"].astype(float) - diff).fillna(0).clip(lower=0)
+    ax.errorbar(x, diff, yerr=[low, high], fmt="o", capsize=5)
+    ax.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+    ticks = [f"{lv}\nepoch {ep}, n={n}/{nr}" for lv, ep, n, nr in
+             zip(table["level"], table["epoch"], table["n"], table["n_reference"])]
     long = max((len(str(lv)) for lv in table["level"]), default=0) > 12
-    ax.set_xticks(list(x), ticks, fontsize=8, rotation=20 if long else 0, ha="right" if long else "center")
+    ax.set_xticks(x, ticks, fontsize=8, rotation=20 if long else 0, ha="right" if long else "center")
     ax.set_xlim(-0.5, len(table) - 0.5)
-    ax.set(ylabel=metric_label(metric), title=f"{factor}: mean and 95% bootstrap CI at equal epoch")
+    ax.set_ylabel(f"{metric} minus {reference}{unit}", fontsize=9)
+    ax.set_title(f"{factor}: each level minus {reference}, 95% CI,\nat the epoch on the tick", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _finish(fig, path)
 
@@ -126,13 +128,19 @@ def plot_overfitting(experiment: Experiment, path: str | os.PathLike | None = No
     return _finish(fig, path)
 
 
-def plot_importance(importance: pd.Series, path: str | os.PathLike | None = None):
-    """Horizontal bars: each factor's share of the explained variance (Optuna's evaluator)."""
-    series = importance.sort_values()
-    fig = Figure(figsize=(6, 0.4 * len(series) + 1.5))
+def plot_importance(importance: pd.DataFrame, path: str | os.PathLike | None = None, *, title: str = ""):
+    """Horizontal bars: each factor's importance (fraction of explained variance), with its noise floor (the
+    95% quantile of its importances with the metric shuffled over trials) as a black tick; grey bars: factors
+    that do not matter after Holm's correction. `importance`: `importance.importance_with_floor`'s table."""
+    table = importance.iloc[::-1]
+    fig = Figure(figsize=(6, 0.45 * len(table) + 1.6))
     ax = fig.subplots()
-    ax.barh(series.index.astype(str), series.to_numpy())
-    ax.set(xlabel="importance (fraction)", title=importance.name or "parameter importance")
-    ax.title.set_fontsize(9)
+    y = list(range(len(table)))
+    ax.barh(y, table["importance"].to_numpy(), color=["tab:blue" if m else "tab:grey" for m in table["matters"]])
+    ax.scatter(table["floor"].to_numpy(), y, marker="|", s=400, color="black", label="noise floor (95%)", zorder=3)
+    ax.set_yticks(y, table["factor"].astype(str))
+    ax.set_xlabel("importance (fraction); grey: does not matter (Holm)")
+    ax.set_title(title or "parameter importance", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
     return _finish(fig, path)

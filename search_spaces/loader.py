@@ -18,7 +18,7 @@ from cnnsearch.yamlio import load_yaml
 
 from .levels import freeze, level_key, level_label
 from .record import METRICS
-from .schedulers import SETTINGS
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 from .space import (
     BUDGETS,
     DESIGNS,
@@ -35,7 +35,7 @@ from .space import (
 __all__ = ["list_spaces", "load_space"]
 
 TOP_KEYS = ("description", "source", "base", "factors", "design", "num_samples", "seeds", "metric", "mode",
-            "budgets")
+            "scheduler", "budgets")
 DEFAULT_NUM_SAMPLES = 20
 
 _KEY_LIST = ", ".join(sorted(k for k in TRAIN_KEYS if k != "seed"))
@@ -128,10 +128,13 @@ class _Loader:
         mode = raw.get("mode", METRICS[metric])
         if mode not in ("max", "min"):
             self.fail("mode", f"must be max or min, got {mode!r}")
+        scheduler = raw.get("scheduler", DEFAULT_SCHEDULER)
+        if scheduler not in SCHEDULERS:
+            self.fail("scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         space = SearchSpace(
             name=self.path.stem, path=self.path.resolve(), description=description, source=source, base=base,
             factors=factors, design=design, num_samples=num_samples, seeds=seeds, metric=metric, mode=mode,
-            budgets=self.budgets(raw["budgets"], base),
+            budgets=self.budgets(raw["budgets"], base), scheduler=scheduler,
         )
         self.check_configs(space)
         return space
@@ -166,19 +169,19 @@ class _Loader:
             self.fail("num_samples", f"must be an integer >= 1, got {value!r}")
         return value
 
-    def seeds(self, value: Any) -> tuple[int, ...]:
+    def seeds(self, value: Any, where: str = "seeds") -> tuple[int, ...]:
         expected = "must be a non-empty list of distinct integers >= 0, or a count n >= 1 (meaning 0..n-1)"
         if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
-                self.fail("seeds", f"{expected}, got {value!r}")
+                self.fail(where, f"{expected}, got {value!r}")
             return tuple(range(value))
         if not isinstance(value, list) or not value:
-            self.fail("seeds", f"{expected}, got {value!r}")
+            self.fail(where, f"{expected}, got {value!r}")
         for i, seed in enumerate(value):
             if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-                self.fail(f"seeds[{i}]", f"{expected}, got {seed!r}")
+                self.fail(f"{where}[{i}]", f"{expected}, got {seed!r}")
             if seed in value[:i]:
-                self.fail(f"seeds[{i}]", f"duplicate seed {seed}")
+                self.fail(f"{where}[{i}]", f"duplicate seed {seed}")
         return tuple(value)
 
     # -- factors ---------------------------------------------------------------------------------
@@ -285,14 +288,15 @@ class _Loader:
         budgets = {}
         for name in BUDGETS:
             where = f"budgets.{name}"
-            values = self.config_keys(where, raw[name], extra=tuple(SETTINGS))
+            values = self.config_keys(where, raw[name], extra=(*SETTINGS, "seeds"))
+            seeds = self.seeds(raw[name]["seeds"], f"{where}.seeds") if values.pop("seeds", None) is not None else None
             settings = {k: values.pop(k) for k in SETTINGS if k in values}
             epochs = {**base, **values}.get("epochs", TRAIN_DEFAULTS["epochs"])
             for key, value in settings.items():
                 problem = SETTINGS[key].problem(value, epochs)
                 if problem:
                     self.fail(f"{where}.{key}", problem)
-            budgets[name] = Budget(name, values, settings)
+            budgets[name] = Budget(name, values, settings, seeds)
         return budgets
 
     # -- every trial's config --------------------------------------------------------------------

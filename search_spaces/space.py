@@ -17,7 +17,7 @@ from typing import Any
 from cnnsearch.config import TrainConfig
 
 from .levels import FrozenDict, freeze, jsonable, level_key, level_label
-from .schedulers import SETTINGS
+from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
 __all__ = [
     "BUDGETS", "DESIGNS", "DISTRIBUTIONS", "CONTINUOUS", "TRAIN_KEYS", "TRAIN_DEFAULTS", "SpaceError", "Factor",
@@ -112,13 +112,15 @@ class Factor:
 
 @dataclass(frozen=True)
 class Budget:
-    """How much compute a study gets: TrainConfig overrides (epochs, width, train_subset, ...) and
-    the schedulers' settings (schedulers.SETTINGS: ASHA's grace period, the reduction factor), each
-    at its default unless the budget sets it."""
+    """How much compute a study gets: TrainConfig overrides (epochs, width, train_subset, ...), the
+    schedulers' settings (schedulers.SETTINGS: ASHA's grace period, the reduction factor), each at its
+    default unless the budget sets it, and `seeds` when this budget repeats points more (or less) often than
+    the space's `seeds` (None: the space's)."""
 
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, int] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in BUDGETS:
@@ -165,6 +167,7 @@ class SearchSpace:
     metric: str
     mode: str
     budgets: Mapping[str, Budget]
+    scheduler: str = DEFAULT_SCHEDULER  # what tune.run uses when --scheduler is not given
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -175,10 +178,16 @@ class SearchSpace:
             raise SpaceError(f"{self.path.name}: budgets must be {', '.join(BUDGETS)}, in that order")
         if not self.seeds:
             raise SpaceError(f"{self.path.name}: seeds must not be empty")
+        if self.scheduler not in SCHEDULERS:
+            raise SpaceError(f"{self.path.name}: scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         object.__setattr__(self, "base", freeze(dict(self.base)))
         object.__setattr__(self, "factors", tuple(self.factors))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "budgets", FrozenDict(self.budgets))
+
+    def seeds_for(self, budget: str) -> tuple[int, ...]:
+        """The seeds every design point runs at `budget`: the budget's own, else the space's."""
+        return self.budgets[budget].seeds or self.seeds
 
     def points(self) -> list[DesignPoint]:
         """The design points. one_at_a_time: the base point, then one point per non-baseline level of

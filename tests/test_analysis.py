@@ -1,12 +1,15 @@
-"""`analysis`: loading experiments, effects at equal epoch, bootstrap intervals, claims and verdicts,
-the `report` and `best` CLIs and the notebook.
+"""`analysis`: loading experiments, comparisons at equal epoch, claims files and verdicts, the report and
+claims.csv, the `report` and `best` CLIs and the notebook.
 
 One tiny real experiment (tests/data/analysis_space.yaml: 6 Base CNN trials on real CIFAR-10 under
-ASHA) backs the loading, CLI and notebook tests; the statistics and verdict logic run on experiment
-folders fabricated here with known effects, written in the same format tune.run writes.
+ASHA) backs the loading, CLI and notebook tests; the verdicts and the report run on experiment folders
+fabricated here with planted effects, written in the same format tune.run writes. The statistics
+themselves are calibrated in tests/test_calibration.py; the tests here check that the experiment folder
+reaches them unchanged (the same values, the same epoch, the same pool).
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -22,12 +25,12 @@ import pytest
 
 from analysis import (
     ClaimsError, check_claims, compare, effects, level_effects, load_claims, load_experiment, parameter_importance,
-    verdicts_table,
+    verdicts_table, write_report,
 )
 from analysis.__main__ import main
-from analysis.claims import CLAIMS_DIR
+from analysis.claims import CLAIMS_DIR, CSV_COLUMNS
+from analysis.inference import compare_pair, holm, pool_sd
 from analysis.load import SkippedTrialWarning
-from analysis.stats import bootstrap_diff, bootstrap_mean
 from search_spaces import level_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,22 +153,24 @@ def test_cli_entry_point_bad_folder(tmp_path):
 def test_report_cli_writes_report_figures_and_tables(tiny_run, data_root, claims_file, tmp_path, capsys):
     out = tmp_path / "report"
     code = main(["report", str(tiny_run), "--claims", str(claims_file), "--out", str(out),
-                 "--data-dir", str(data_root), "--no-download", "--resamples", "2000"])
+                 "--data-dir", str(data_root), "--no-download"])
     assert code == 0
     assert str(out / "report.md") in capsys.readouterr().out
     report = (out / "report.md").read_text()
     sections = re.findall(r"^## (.+)$", report, flags=re.M)
     assert sections[0] == "Claims", sections  # claims first
-    assert sections[1:3] == ["Factor: dropout", "Factor: lr_decay"]
+    assert sections[1:4] == ["Seed noise and what this run can detect", "Factor: dropout", "Factor: lr_decay"]
     assert sections[-1] == "Cost"
     claims_table = report.split("## Claims")[1].split("\n## ")[0]
     rows = [line for line in claims_table.splitlines() if line.startswith("| **")]
     assert len(rows) == 3
-    assert "report's value" in claims_table and "60.00" in claims_table
+    assert "report's value" in claims_table and "0.0: 60 / 0.5: 55" in claims_table
     assert "**not tested**" in rows[2] and "stem_kernel" in rows[2]
     for row in rows[:2]:
-        assert re.search(r"\*\*(reproduced|contradicted|inconclusive)\*\*", row)
-        assert re.search(r"@ epoch \d", row)
+        assert re.search(r"\*\*(supported|reversed|not resolved)\*\*<br>budget smoke, model basecnn, 2 seeds", row)
+        assert re.search(r"@ epoch \d", row) and "adj." in row
+    claims_csv = (out / "claims.csv").read_text().splitlines()
+    assert claims_csv[0] == ",".join(CSV_COLUMNS) and len(claims_csv) == 1 + 3  # one pair per claim
     for name in ("curves_dropout", "levels_dropout", "curves_lr_decay", "levels_lr_decay", "asha_rungs",
                  "overfitting", "best_curves", "confusion"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000, name
@@ -180,11 +185,12 @@ def test_report_cli_writes_report_figures_and_tables(tiny_run, data_root, claims
 
 def test_report_without_test_split_through_uri(tiny_run, tmp_path):
     out = tmp_path / "report"
-    assert main(["report", tiny_run.resolve().as_uri(), "--out", str(out), "--no-test", "--resamples", "500"]) == 0
+    assert main(["report", tiny_run.resolve().as_uri(), "--out", str(out), "--no-test"]) == 0
     report = (out / "report.md").read_text()
     assert not (out / "figures" / "confusion.png").exists()
     assert "Test split not evaluated (`--no-test`)" in report
     assert "No claims file for space `analysis_space`" in report  # no shipped claims for this space
+    assert not (out / "claims.csv").exists()
 
 
 def test_report_rejects_claims_that_do_not_fit(tiny_run, tmp_path, capsys):
@@ -229,69 +235,32 @@ def test_notebook_executes(tiny_run, data_root, claims_file, monkeypatch):
     assert re.search(r"test accuracy \d+\.\d\d% on 10000 images", text)
 
 
-# ------------------------------------------------------------------------------------ bootstrap
-def test_bootstrap_separated_groups_exclude_zero():
-    a, b = [0.80, 0.82, 0.79, 0.81], [0.70, 0.71, 0.69, 0.72]
-    est = bootstrap_diff(a, b)
-    assert est.value == pytest.approx(0.10, abs=1e-9)
-    assert 0 < est.low < est.value < est.high and est.sign() == 1
-    assert bootstrap_diff(b, a).sign() == -1
-
-
-def test_bootstrap_identical_groups_include_zero_and_is_deterministic():
-    a = [0.1, 0.3, 0.2, 0.4]
-    est = bootstrap_diff(a, list(a))
-    assert est.low < 0 < est.high and est.sign() == 0
-    assert bootstrap_diff(a, [0.2, 0.25, 0.35]) == bootstrap_diff(a, [0.2, 0.25, 0.35])
-    assert bootstrap_diff(a, [0.2, 0.25, 0.35], seed=1) != bootstrap_diff(a, [0.2, 0.25, 0.35], seed=2)
-
-
-def test_bootstrap_one_seed_is_undefined():
-    est = bootstrap_diff([0.9], [0.1, 0.2])
-    assert est.value == pytest.approx(0.75) and not est.defined and est.sign() == 0
-    assert not bootstrap_mean([0.5]).defined
-
-
-def test_bootstrap_coverage():
-    """Same distribution: the 95% interval excludes 0 in about 5% of data sets (percentile bootstraps
-    run a little hot with 10 per group); a shift of 1.5 sd is found nearly always."""
-    rng = np.random.default_rng(123)
-    null = [bootstrap_diff(rng.normal(0, 1, 10), rng.normal(0, 1, 10), n_resamples=1000).sign() != 0
-            for _ in range(200)]
-    shifted = [bootstrap_diff(rng.normal(1.5, 1, 10), rng.normal(0, 1, 10), n_resamples=1000).sign() == 1
-               for _ in range(100)]
-    assert np.mean(null) < 0.12
-    assert np.mean(shifted) > 0.85
-
-
-def test_bootstrap_cells_keep_the_mix():
-    """A marginal mean over two very different cells: resampling within cells keeps the interval on
-    the level effect (+0.02), where pooling the cells would swamp it."""
-    a = [np.array([0.52, 0.51, 0.53]), np.array([0.92, 0.91, 0.93])]
-    b = [np.array([0.50, 0.49, 0.51]), np.array([0.90, 0.89, 0.91])]
-    assert bootstrap_diff(a, b).sign() == 1
-    assert bootstrap_diff(np.concatenate(a), np.concatenate(b)).sign() == 0
-
-
 # --------------------------------------------------------------------- fabricated experiments
 BASE = {"model": "basecnn", "dataset": "cifar10", "optimizer": "adam", "lr": 0.001, "dropout": 0.0}
+# Seed noise in points, the same for every point: differences between points are then exactly the planted ones,
+# and the pooled sd is this pattern's (0.40 points; 6 seeds per point, df 5 per point).
+PATTERN = np.array([-0.6, -0.2, 0.0, 0.2, 0.6, 0.0])
 
 
 def write_run(root: Path, *, design: str, factors: dict[str, list], trials: list[dict], epochs: int = 4,
-              seeds: list[int] = (0, 1, 2), scheduler: str = "asha") -> Path:
+              seeds: list[int] = (0, 1, 2), scheduler: str = "asha", dataset: str = "cifar10") -> Path:
     """An experiment folder as tune.run writes one. trials: {"values": {factor: level}, "seed", "acc": [...
-    val acc per epoch], "status" (default: completed if it ran every epoch, else running)}."""
+    val acc per epoch], "status" (default: completed if it ran every epoch, else running), "error": True to
+    leave Tune's error.txt (a crashed trial)}."""
     root.mkdir(parents=True)
     spec = [{"name": n, "levels": lv, "distribution": None} if isinstance(lv, list) else
             {"name": n, "levels": None, "distribution": lv} for n, lv in factors.items()]
+    # one_at_a_time: the base sets every factor's first level
+    base = {**BASE, "dataset": dataset, **{n: lv[0] for n, lv in factors.items()
+                                          if isinstance(lv, list) and not isinstance(lv[0], dict)}}
     state = {"space": {"name": "fake", "design": design, "metric": "val_acc", "mode": "max", "seeds": list(seeds),
-                       "base": {**BASE, "epochs": epochs}, "factors": spec, "points": None},
+                       "base": {**base, "epochs": epochs}, "factors": spec, "points": None},
              "budget": "smoke", "epochs": epochs, "scheduler": scheduler, "search": "grid", "grace_period": 1,
-             "reduction_factor": 2, "num_trials": len(trials), "dataset": "cifar10", "resources": {"cpu": 1, "gpu": 0}}
+             "reduction_factor": 2, "num_trials": len(trials), "dataset": dataset, "resources": {"cpu": 1, "gpu": 0}}
     (root / "cnnsearch.json").write_text(json.dumps(state))
     for i, t in enumerate(trials):
         trial_id = f"fake_{i:05d}"
-        params = {**BASE, "epochs": epochs, "seed": t["seed"]}
+        params = {**base, "epochs": epochs, "seed": t["seed"]}
         if design == "one_at_a_time":
             (factor, level), = t["values"].items() or [(None, None)]
             params["design_point"] = {"label": f"{factor}={level}" if factor else "base", "factor": factor, "level": level}
@@ -300,6 +269,8 @@ def write_run(root: Path, *, design: str, factors: dict[str, list], trials: list
         folder = root / f"t{i}_{trial_id}"
         folder.mkdir()
         (folder / "params.json").write_text(json.dumps(params))
+        if t.get("error"):
+            (folder / "error.txt").write_text("RuntimeError: CUDA out of memory")
         rows = []
         for e, acc in enumerate(t["acc"], start=1):
             last = e == len(t["acc"])
@@ -308,6 +279,126 @@ def write_run(root: Path, *, design: str, factors: dict[str, list], trials: list
                          "status": status, "time_total_s": 10.0 * e, "epoch_time_s": 10.0, "trial_id": trial_id})
         (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
+
+
+def write_claims(tmp_path: Path, text: str, name: str = "claims.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# One at a time under FIFO, 6 seeds, 3 epochs: each claim below has one planted truth (points at the last epoch).
+PLANTED = {None: 50.0, ("dropout", 0.5): 45.0, ("lr", 0.01): 55.0, ("stem_kernel", 7): 50.0, ("lr_decay", 0.45): 50.0}
+PLANTED_FACTORS = {"dropout": [0.0, 0.5], "lr": [0.001, 0.01], "stem_kernel": [3, 7], "lr_decay": [0.9, 0.45]}
+PLANTED_CLAIMS = """
+about: {dataset: cifar10}
+claims:
+  - dropout: 0.0 > 0.5          # truth +5: supported
+    source: T
+    reported: [60, 55]
+  - lr: 0.001 > 0.01            # truth -5: reversed
+    source: T
+  - stem_kernel: 3 ~ 7          # truth 0 (tie): equivalent
+    source: T
+  - lr_decay: [0.9, 0.45]       # truth 0, claimed an order: not resolved
+    source: T
+"""
+
+
+def planted_trials(crash: dict | None = None) -> list[dict]:
+    """crash: {(point, seed): trial fields} replacing that trial's (e.g. a crash after one epoch)."""
+    trials = []
+    for point, mean in PLANTED.items():
+        for seed, noise in enumerate(PATTERN):
+            last = (mean + noise) / 100
+            trial = {"values": dict([point]) if point else {}, "seed": seed, "acc": [last - 0.2, last - 0.1, last]}
+            trials.append({**trial, **(crash or {}).get((point, seed), {})})
+    return trials
+
+
+@pytest.fixture
+def planted(tmp_path):
+    return load_experiment(write_run(tmp_path / "planted", design="one_at_a_time", factors=PLANTED_FACTORS, epochs=3,
+                                     seeds=list(range(6)), scheduler="fifo", trials=planted_trials()))
+
+
+def test_planted_effects_get_their_verdicts_in_the_report_and_claims_csv(planted, tmp_path):
+    claims = load_claims(write_claims(tmp_path, PLANTED_CLAIMS))
+    checked = check_claims(planted, claims)
+    assert [v.verdict for v in checked] == ["supported", "reversed", "equivalent", "not resolved"]
+    assert not any(v.early or v.exploratory for v in checked)
+    assert checked.headline == {"supported": 1, "reversed": 1, "equivalent": 1, "not resolved": 1, "not tested": 0}
+    # The folder reaches the calibrated test unchanged: the same values at the last epoch, pooled over all 5 points.
+    values = {("base" if p is None else f"{p[0]}={p[1]}"): m + PATTERN for p, m in PLANTED.items()}
+    pooled = pool_sd(values)
+    assert (pooled.df, pooled.sd) == (25, pytest.approx(0.4))
+    for v, (a, relation, b) in zip(checked, [("base", ">", "dropout=0.5"), ("base", ">", "lr=0.01"),
+                                              ("base", "~", "stem_kernel=7"), ("base", ">", "lr_decay=0.45")]):
+        test, = v.comparisons
+        expected = compare_pair(values, a, relation, b)
+        assert (test.epoch, test.final, test.n_a, test.n_b, test.df) == (3, True, 6, 6, 25)
+        assert (test.diff, test.low, test.high, test.p) == pytest.approx((expected.diff, expected.low, expected.high,
+                                                                          expected.p), abs=1e-9)
+        assert v.context == "budget smoke, model basecnn, 6 seeds"
+    assert [p.p_adjusted for v in checked for p in v.pairs] == pytest.approx(holm([v.comparisons[0].p for v in checked]))
+    assert checked[0].comparisons[0].diff == pytest.approx(5.0) and checked[1].comparisons[0].diff == pytest.approx(-5.0)
+
+    out = tmp_path / "report"
+    write_report(planted, out, claims=claims, test=False)
+    report = (out / "report.md").read_text()
+    assert "**Headline** (claims judged at the last epoch of their levels): 1 supported, 1 reversed, 1 equivalent, " \
+           "1 not resolved, 0 not tested." in report
+    assert "epoch 3: sd 0.40 points, df 25" in report and "Holm's step-down correction over 4 tests" in report
+    assert "**supported**<br>budget smoke, model basecnn, 6 seeds" in report and "exploratory" not in report
+    from analysis.power import detectable_effect
+    assert f"at least **{detectable_effect(0.4, points=5, seeds=6, family=4):.1f} points**" in report
+    with (out / "claims.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["verdict"] for r in rows] == ["supported", "reversed", "equivalent", "not resolved"]
+    assert [r["pair"] for r in rows] == ["0.0 > 0.5", "0.001 > 0.01", "3 ~ 7", "0.9 > 0.45"]
+    assert rows[2]["margin"] == "2.0" and rows[2]["confidence"] == "0.9" and rows[0]["confidence"] == "0.95"
+    assert {r["epoch"] for r in rows} == {"3"} and {r["n_a"] for r in rows} == {"6"} and rows[0]["family"] == "4"
+    assert float(rows[0]["diff"]) == pytest.approx(5.0) and float(rows[0]["low"]) > 0
+    assert float(rows[3]["p_adjusted"]) == pytest.approx(float(checked[3].pairs[0].p_adjusted))
+
+
+def test_a_folder_rebuilt_from_the_report_tables_gives_the_same_verdicts(planted, tmp_path):
+    """results/rejudge.py re-judges results whose experiment folder is gone from their trials.csv and epochs.csv."""
+    from analysis.rebuild import rebuild_run
+
+    claims = load_claims(write_claims(tmp_path, PLANTED_CLAIMS))
+    planted.trials.to_csv(tmp_path / "trials.csv", index=False)  # as write_report writes them
+    planted.epochs.to_csv(tmp_path / "epochs.csv", index=False)
+    rebuilt = load_experiment(rebuild_run(tmp_path, planted.record, tmp_path / "rebuilt"))
+    assert check_claims(rebuilt, claims).rows() == check_claims(planted, claims).rows()
+    columns = ["label", "seed", "status", "epochs", "dropout", "lr", "stem_kernel", "lr_decay", "best_val_acc"]
+    assert rebuilt.trials[columns].equals(planted.trials[columns])
+
+
+def test_crashed_and_unfinished_trials_are_left_out_not_the_epoch(tmp_path):
+    """FIFO: one trial crashed after 1 of 3 epochs, one never finished. Their points are still compared at epoch 3
+    on the other seeds, the note names them, and nothing blames a scheduler the run did not use."""
+    crash = {(("dropout", 0.5), 5): {"acc": [0.3], "error": True},
+             (("stem_kernel", 7), 0): {"acc": [0.3, 0.4], "status": "running"}}
+    exp = load_experiment(write_run(tmp_path / "crash", design="one_at_a_time", factors=PLANTED_FACTORS, epochs=3,
+                                    seeds=list(range(6)), scheduler="fifo", trials=planted_trials(crash)))
+    statuses = exp.trials.set_index(["label", "seed"])["status"]
+    assert statuses[("dropout=0.5", 5)] == "error" and statuses[("stem_kernel=7", 0)] == "unfinished"
+    checked = check_claims(exp, load_claims(write_claims(tmp_path, PLANTED_CLAIMS)))
+    dropout, stem = checked[0].comparisons[0], checked[2].comparisons[0]
+    assert (dropout.epoch, dropout.final, dropout.n_a, dropout.n_b, dropout.df) == (3, True, 6, 5, 23)
+    assert (stem.epoch, stem.n_b) == (3, 5)
+    assert [v.verdict for v in checked] == ["supported", "reversed", "equivalent", "not resolved"]
+    assert "left out (crashed or unfinished): dropout=0.5 seed 5 (error after 1 of 3 epochs)" in checked[0].note
+    assert "stem_kernel=7 seed 0 (unfinished after 2 of 3 epochs)" in checked[2].note
+    assert "left out" not in checked[1].note
+    for v in checked:
+        assert "ASHA" not in v.note and "--scheduler" not in v.note
+    out = tmp_path / "report"
+    write_report(exp, out, claims=load_claims(write_claims(tmp_path, PLANTED_CLAIMS)), test=False)
+    report = (out / "report.md").read_text()
+    assert "Left out of every comparison, pool and importance (crashed or unfinished): `dropout=0.5` seed 5" in report
+    assert "ASHA" not in report
 
 
 @pytest.fixture
@@ -324,87 +415,148 @@ def asha_oat(tmp_path):
                                      factors={"dropout": [0.0, 0.5], "lr": [0.001, 0.01]}, trials=trials))
 
 
-@pytest.fixture
-def grid(tmp_path):
-    """2 models x 2 dropouts, 3 seeds, 2 epochs: the models differ hugely, dropout 0.5 adds 0.02 everywhere."""
-    trials = []
-    for model, level in (("basecnn", 0.5), ("resnet18", 0.9)):
-        for dropout, bonus in ((0.0, 0.0), (0.5, 0.02)):
-            for s, n in enumerate([0.0, 0.005, -0.005]):
-                acc = level + bonus + n
-                trials.append({"values": {"model": model, "dropout": dropout}, "seed": s, "acc": [acc - 0.1, acc]})
-    return load_experiment(write_run(tmp_path / "grid", design="grid", epochs=2,
-                                     factors={"model": ["basecnn", "resnet18"], "dropout": [0.0, 0.5]}, trials=trials))
-
-
-def test_compare_uses_the_largest_epoch_both_levels_reached(asha_oat):
+def test_asha_tables_and_figures_show_both_levels_at_the_tested_epoch(asha_oat, tmp_path):
+    """dropout=0.5 was stopped at epoch 2 of 4: its comparison, its table row and its figure all stand at epoch 2,
+    the base's mean included (0.40 there, not its 0.80 at epoch 4); the verdict is early, out of the headline."""
     c = compare(asha_oat, "dropout", 0.5, 0.0)
-    assert c.epoch == 2 and (c.n_a, c.n_b) == (3, 3)
-    assert c.diff.value == pytest.approx(0.05) and c.better == 1  # at the last epoch the base would win
+    assert (c.epoch, c.final, c.n_a, c.n_b) == (2, False, 3, 3)
+    assert c.diff == pytest.approx(5.0) and c.low > 0  # at the last epoch the base would win
     assert asha_oat.trials.set_index("label").loc["dropout=0.5", "stopped_early"].all()
-    table = level_effects(asha_oat, "dropout")
-    assert table["level"].tolist() == ["0", "0.5"] and table["epoch"].tolist() == [4, 2]
-    assert table.set_index("level").loc["0.5", "rank"] == 1 and table.set_index("level").loc["0.5", "diff_low"] > 0
-    # The lr factor: compared over the base's and its own four epochs; no effect to find.
-    lr = compare(asha_oat, "lr", 0.01, 0.001)
-    assert lr.epoch == 4 and lr.better == 0
+    row = level_effects(asha_oat, "dropout").iloc[0]
+    assert (row["level"], row["reference"], row["epoch"], row["final"]) == ("0.5", "0", 2, False)
+    assert (row["mean"], row["reference_mean"]) == pytest.approx((45.0, 40.0))
+    lr = compare(asha_oat, "lr", 0.01, 0.001)  # compared over all four epochs of both: no effect to find
+    assert (lr.epoch, lr.final) == (4, True) and lr.low < 0 < lr.high
+    table = effects(asha_oat)
+    assert table[["factor", "epoch"]].values.tolist() == [["dropout", 2], ["lr", 4]]
+
+    from analysis import plot_level_effects
+    fig = plot_level_effects(level_effects(asha_oat, "dropout"))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0.5\nepoch 2, n=3/3"]
+
+    checked = check_claims(asha_oat, load_claims(write_claims(tmp_path, "claims:\n  - dropout: 0.5 > 0.0\n"
+                                                                        "  - lr: 0.001 > 0.01\n")))
+    assert [(v.verdict, v.early) for v in checked] == [("supported", True), ("not resolved", False)]
+    assert "compared at epoch 2 of 4, where ASHA stopped trials" in checked[0].note
+    assert checked.headline["supported"] == 0 and checked.headline["not resolved"] == 1
+    out = tmp_path / "report"
+    write_report(asha_oat, out, claims=checked.claims, test=False)
+    report = (out / "report.md").read_text()
+    assert "1 more compared early (before a level's last epoch) are not counted" in report
+    dropout_table = report.split("## Factor: dropout")[1].split("##")[0]
+    assert "| 0.5 | 2 (early) | 3 / 3 | 45.00 | 40.00 | +5.00 [" in dropout_table
 
 
-def test_grid_marginal_means_at_one_epoch(grid):
-    table = effects(grid)
-    assert set(table["factor"]) == {"model", "dropout"} and set(table["epoch"]) == {2}
-    dropout = table[table["factor"] == "dropout"].set_index("level")
-    assert dropout.loc["0.5", "diff"] == pytest.approx(0.02) and dropout.loc["0.5", "diff_low"] > 0
-    assert dropout.loc["0.5", "n"] == 6 and dropout.loc["0.5", "rank"] == 1
+@pytest.fixture
+def recipes(tmp_path):
+    """A grid like the optimizers space: 2 models x 3 recipes (optimizer and lr together), 3 seeds. Adam is 5 points
+    above either SGD recipe for both models; resnet18 is 20 points above basecnn."""
+    recipe = [{"optimizer": "sgd", "lr": 0.001}, {"optimizer": "adam", "lr": 0.001}, {"optimizer": "sgd", "lr": 0.01}]
+    trials = []
+    for model, level in (("basecnn", 50.0), ("resnet18", 70.0)):
+        for r in recipe:
+            for s, n in enumerate(PATTERN[:3]):
+                acc = (level + 5.0 * (r["optimizer"] == "adam") + n) / 100
+                trials.append({"values": {"model": model, "recipe": r}, "seed": s, "acc": [acc - 0.1, acc]})
+    return load_experiment(write_run(tmp_path / "recipes", design="grid", epochs=2, scheduler="fifo", trials=trials,
+                                     factors={"model": ["basecnn", "resnet18"], "recipe": recipe}))
 
 
-def write_claims(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "claims.yaml"
-    path.write_text(text)
-    return path
-
-
-def test_verdicts(asha_oat, grid, tmp_path):
-    oat = check_claims(asha_oat, load_claims(write_claims(tmp_path, """
+def test_a_key_set_by_a_multi_key_factor_is_tested(recipes, tmp_path):
+    """`optimizer` is varied through `recipe`: a claim on it is tested (it used to say "not tested"), its levels
+    grouping the recipes that set it; `where` narrows on another factor or on a key of the same recipe level."""
+    checked = check_claims(recipes, load_claims(write_claims(tmp_path, """
 claims:
-  - dropout: [0.5, 0.0]          # right at equal epoch
-  - dropout: [0.0, 0.5]          # what last values would suggest
-  - lr: [0.001, 0.01]            # no effect
-  - stem_kernel: [3, 7]          # not varied here
-""")))
-    assert [v.verdict for v in oat] == ["reproduced", "contradicted", "inconclusive", "not tested"]
-    assert "reversed" in oat[1].note and "includes 0" in oat[2].note
-    # dropout=0.5 was stopped at epoch 2 of 4: the verdict says so; lr was judged at the last epoch.
-    assert "judged at epoch 2 of 4" in oat[0].note and "judged at epoch 2 of 4" in oat[1].note
-    assert "judged at" not in oat[2].note
-    table = verdicts_table(oat)
-    assert table["verdict"].tolist() == [v.verdict for v in oat]
-    assert "@ epoch 2" in table.loc[0, "measured"]
-
-    on_grid = check_claims(grid, load_claims(write_claims(tmp_path, """
-claims:
-  - dropout: [0.5, 0.0]
+  - optimizer: adam > sgd
+  - optimizer: adam > sgd
     where: {model: resnet18}
-    reported: {0.5: 91, 0.0: 90}
-  - model: [resnet18, basecnn]
-  - model: [basecnn, resnet18]
-  - model: [resnet18, basecnn]
-    where: {recipe: {optimizer: adam, lr: 0.001}}   # not a factor here, but what the base ran
-  - model: [resnet18, basecnn]
-    where: {recipe: {optimizer: sgd, lr: 0.01}}
+  - model: resnet18 > basecnn
+    where: {recipe: {optimizer: adam, lr: 0.001}}
 """)))
-    assert [v.verdict for v in on_grid] == ["reproduced", "reproduced", "contradicted", "reproduced", "not tested"]
-    assert (on_grid[0].comparisons[0].n_a, on_grid[0].comparisons[0].n_b) == (3, 3)  # only resnet18's trials
-    assert on_grid[4].note == "the experiment ran optimizer=adam, lr=0.001; the claim is about recipe=optimizer=sgd,lr=0.01"
+    assert [v.verdict for v in checked] == ["supported", "supported", "supported"]
+    every, resnet, model = (v.comparisons[0] for v in checked)
+    assert (every.n_a, every.n_b, every.diff) == (6, 12, pytest.approx(5.0))  # adam: 2 cells; sgd: 4 cells
+    assert (resnet.n_a, resnet.n_b, resnet.diff) == (3, 6, pytest.approx(5.0))
+    assert (model.n_a, model.n_b, model.diff) == (3, 3, pytest.approx(20.0))
+    assert every.df == 6 * 2 and "model basecnn/resnet18" in checked[0].context
+    with pytest.raises(ClaimsError, match=r"claims\[0\].optimizer: where: recipe is set by recipe, the factor the "
+                                          r"claim compares"):
+        check_claims(recipes, load_claims(write_claims(tmp_path, "claims:\n  - optimizer: adam > sgd\n"
+                                                                 "    where: {recipe: {optimizer: adam, lr: 0.001}}\n")))
 
 
-def test_verdict_with_one_seed_is_inconclusive(tmp_path):
-    trials = [{"values": {}, "seed": 0, "acc": [0.3, 0.4]}, {"values": {"dropout": 0.5}, "seed": 0, "acc": [0.6, 0.9]}]
-    exp = load_experiment(write_run(tmp_path / "one", design="one_at_a_time", factors={"dropout": [0.0, 0.5]},
-                                    trials=trials, epochs=2, seeds=[0]))
-    verdict, = check_claims(exp, load_claims(write_claims(tmp_path, "claims:\n  - dropout: [0.5, 0.0]\n")))
-    assert verdict.verdict == "inconclusive" and "one seed" in verdict.note
-    assert verdict.comparisons[0].diff.value == pytest.approx(0.5)
+def test_claims_about_other_data_are_not_applicable(tmp_path):
+    """A run on MNIST and a claims file about CIFAR-10: no verdicts, `not applicable` everywhere, and the title
+    names the data the run used."""
+    trials = [{"values": v, "seed": s, "acc": [0.5 + 0.01 * s + 0.1 * bool(v)]} for v in ({}, {"dropout": 0.5})
+              for s in range(2)]
+    exp = load_experiment(write_run(tmp_path / "mnist", design="one_at_a_time", factors={"dropout": [0.0, 0.5]},
+                                    epochs=1, seeds=[0, 1], scheduler="fifo", dataset="mnist", trials=trials))
+    claims = load_claims(write_claims(tmp_path, "about: {dataset: [cifar10, cifar100]}\nclaims:\n  - dropout: 0.5 > 0.0\n"))
+    checked = check_claims(exp, claims)
+    assert [v.verdict for v in checked] == ["not applicable"] and checked.judgement is None and not checked.headline
+    assert checked.not_applicable == "claims.yaml speaks about cifar10 or cifar100; this run trained on mnist"
+    out = tmp_path / "report"
+    write_report(exp, out, claims=claims, test=False)
+    report = (out / "report.md").read_text()
+    assert report.startswith("# `fake` on MNIST (budget smoke, FIFO)")
+    assert "**Not applicable**: claims.yaml speaks about cifar10 or cifar100" in report and "**supported**" not in report
+    assert (out / "claims.csv").read_text().splitlines()[1].split(",")[CSV_COLUMNS.index("verdict")] == "not applicable"
+    model = load_claims(write_claims(tmp_path, "about: {dataset: mnist, model: resnet18}\nclaims:\n  - dropout: 0.5 > 0.0\n"))
+    assert check_claims(exp, model).not_applicable == "claims.yaml speaks about resnet18; this run trained basecnn"
+    from analysis.display import dataset_name
+    assert dataset_name("imagefolder:/data/fashion") == "image folder /data/fashion" and dataset_name("cifar10") == "CIFAR-10"
+
+
+def test_claims_file_syntax(tmp_path):
+    """Chains as strings or lists with relation tokens, margins per file and per claim."""
+    claims = load_claims(write_claims(tmp_path, """
+margin: 1.5
+claims:
+  - recipe: "{optimizer: sgd, lr: 0.01} ~ {optimizer: adam, lr: 0.001} > {optimizer: sgd, lr: 0.001}"
+    margin: 3
+  - blocks_per_stage: [[3, 3, 3, 3], "<", [2, 2, 2, 2]]
+  - lr_decay: [0.9, 1.0, 0.45]
+  - stem_bn: true > false
+"""))
+    assert claims.margin == 1.5
+    recipe, blocks, decay, bn = claims
+    assert recipe.order == ("lr=0.01,optimizer=sgd", "lr=0.001,optimizer=adam", "lr=0.001,optimizer=sgd")
+    assert recipe.relations == ("~", ">") and recipe.margin == 3
+    assert recipe.chain == "optimizer=sgd,lr=0.01 ~ optimizer=adam,lr=0.001 > optimizer=sgd,lr=0.001"
+    assert (blocks.order, blocks.relations, blocks.margin) == (("[3,3,3,3]", "[2,2,2,2]"), ("<",), None)
+    assert decay.relations == (">", ">") and decay.text == "lr_decay: 0.9 > 1.0 > 0.45"
+    assert bn.order == ("true", "false")
+    example = re.search(r"```yaml\n(.*?)```", (REPO / "analysis" / "README.md").read_text(), re.S).group(1)
+    readme = load_claims(write_claims(tmp_path, example))
+    assert [c.chain for c in readme] == ["3 > 7", "0.9 > 1.0 > 0.45", "se_resnet18 ~ resnet18 > densenet121",
+                                         "optimizer=sgd,lr=0.01 ~ optimizer=adam,lr=0.001 > optimizer=sgd,lr=0.001",
+                                         "[3,3,3,3] > [2,2,2,2]"]
+    assert (readme.margin, readme.about, readme.claims[3].margin) == (2, {"dataset": "cifar10", "budget": "full"}, 3)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("claims:\n  - dropout: [0.0]\n", "two or more levels"),
+    ("claims:\n  - dropout: 0.0\n", "two or more levels"),
+    ("claims:\n  - dropout: '0.0 >> 0.5'\n", "joined by >, < or ~"),
+    ("claims:\n  - dropout: [0.0, '>', '~', 0.5]\n", "must alternate level, relation, level"),
+    ("claims:\n  - dropout: [0.0, 0.5, '>']\n", "must alternate level, relation, level"),
+    ("claims:\n  - dropout: 0.0 > 0.0\n", "a level appears twice"),
+    ("claims:\n  - dropout: [0.0, 0.5]\n    lr: [0.1, 0.2]\n", "exactly one factor"),
+    ("claims:\n  - dropout: [0.0, 0.5]\n    reported: [1, 2, 3]\n", "one value per level"),
+    ("claims:\n  - dropout: [0.0, 0.5]\n    reported: {0.7: 1}\n", "0.7 are not in the claim's order"),
+    ("claims:\n  - dropout: 0.0 ~ 0.5\n    margin: 0\n", "claims[0].dropout: margin: must be a positive number"),
+    ("margin: -1\nclaims: []\n", "claims.yaml: margin: must be a positive number of points, got -1"),
+    ("about: {data: cifar10}\nclaims: []\n", "about: unknown key 'data'"),
+    ("about: {budget: huge}\nclaims: []\n", "about.budget: must be one of smoke, cpu, full"),
+    ("claims:\n  - dropout: 0.0 > 0.5\n    where: {dropout: 0.5}\n", "where: dropout is the claim's own factor"),
+    ("claim: []\n", "expected a mapping with a `claims` list"),
+    ("claims: [\n", "not valid YAML"),
+])
+def test_malformed_claims_files(tmp_path, text, message):
+    with pytest.raises(ClaimsError) as exc:
+        load_claims(write_claims(tmp_path, text))
+    assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -419,18 +571,59 @@ def test_claims_that_do_not_fit_the_experiment(asha_oat, tmp_path, text, message
     assert "\n" not in str(exc.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("claims:\n  - dropout: [0.0]\n", "two or more levels"),
-    ("claims:\n  - dropout: [0.0, 0.5]\n    lr: [0.1, 0.2]\n", "exactly one factor"),
-    ("claims:\n  - dropout: [0.0, 0.5]\n    reported: [1, 2, 3]\n", "one value per level"),
-    ("claims:\n  - dropout: [0.0, 0.5]\n    reported: {0.7: 1}\n", "0.7 are not in the claim's order"),
-    ("claim: []\n", "expected a mapping with a `claims` list"),
-    ("claims: [\n", "not valid YAML"),
-])
-def test_malformed_claims_files(tmp_path, text, message):
-    with pytest.raises(ClaimsError) as exc:
-        load_claims(write_claims(tmp_path, text))
-    assert message in str(exc.value) and "\n" not in str(exc.value)
+def test_where_on_the_claims_own_factor_is_exit_2(planted, tmp_path, capsys):
+    bad = write_claims(tmp_path, "claims:\n  - dropout: 0.0 > 0.5\n    where: {dropout: 0.5}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["report", planted.path, "--claims", str(bad), "--no-test", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "claims[0].dropout: where: dropout is the claim's own factor" in err
+
+
+def test_verdicts_and_where_on_a_grid(tmp_path):
+    """2 models x 2 dropouts, 3 seeds: the models differ hugely, dropout 0.5 adds 2 points everywhere. Marginal
+    means average the cells; `where` keeps one model's cells; a `where` on a key the run did not vary checks its
+    base."""
+    trials = []
+    for model, level in (("basecnn", 50.0), ("resnet18", 90.0)):
+        for dropout, bonus in ((0.0, 0.0), (0.5, 2.0)):
+            for s, n in enumerate(PATTERN[:3]):
+                acc = (level + bonus + n / 4) / 100
+                trials.append({"values": {"model": model, "dropout": dropout}, "seed": s, "acc": [acc - 0.1, acc]})
+    grid = load_experiment(write_run(tmp_path / "grid", design="grid", epochs=2, scheduler="fifo", trials=trials,
+                                     factors={"model": ["basecnn", "resnet18"], "dropout": [0.0, 0.5]}))
+    row = level_effects(grid, "dropout").iloc[0]
+    assert (row["epoch"], row["n"], row["diff"]) == (2, 6, pytest.approx(2.0)) and row["low"] > 0
+    checked = check_claims(grid, load_claims(write_claims(tmp_path, """
+claims:
+  - dropout: 0.5 > 0.0
+    where: {model: resnet18}
+  - model: resnet18 > basecnn
+  - model: basecnn > resnet18
+  - model: resnet18 > basecnn
+    where: {recipe: {optimizer: adam, lr: 0.001}}   # not a factor here, but what the base ran
+  - model: resnet18 > basecnn
+    where: {recipe: {optimizer: sgd, lr: 0.01}}
+  - stem_kernel: 3 > 7                              # not varied here
+""")))
+    assert [v.verdict for v in checked] == ["supported", "supported", "reversed", "supported", "not tested",
+                                            "not tested"]
+    assert (checked[0].comparisons[0].n_a, checked[0].comparisons[0].n_b) == (3, 3)  # only resnet18's trials
+    assert checked[4].note == "the experiment ran optimizer=adam, lr=0.001; the claim is about recipe=optimizer=sgd,lr=0.01"
+    assert checked[5].note == "the experiment does not vary stem_kernel"
+    assert checked.judgement.family == 4  # untested claims are not in Holm's family
+    table = verdicts_table(checked)
+    assert table["verdict"].tolist()[:3] == ["supported", "supported", "reversed"]
+    assert "@ epoch 2 (n=3/3)" in table.loc[0, "measured"] and "adj." in table.loc[0, "measured"]
+
+
+def test_one_seed_is_not_resolved(tmp_path):
+    trials = [{"values": {}, "seed": 0, "acc": [0.3, 0.4]}, {"values": {"dropout": 0.5}, "seed": 0, "acc": [0.6, 0.9]}]
+    exp = load_experiment(write_run(tmp_path / "one", design="one_at_a_time", factors={"dropout": [0.0, 0.5]},
+                                    trials=trials, epochs=2, seeds=[0], scheduler="fifo"))
+    verdict, = check_claims(exp, load_claims(write_claims(tmp_path, "claims:\n  - dropout: [0.5, 0.0]\n")))
+    assert verdict.verdict == "not resolved" and "no estimate of seed noise" in verdict.note
+    assert verdict.comparisons[0].diff == pytest.approx(50.0) and verdict.exploratory
 
 
 @pytest.mark.parametrize("path", sorted(CLAIMS_DIR.glob("*.yaml")), ids=lambda p: p.stem)
@@ -438,8 +631,10 @@ def test_shipped_claims_fit_their_space(path):
     from search_spaces import load_space
 
     claims = load_claims(path)
+    space = load_space(path.stem)
     assert claims.space == path.stem and len(claims) >= 3
-    factors = {f.name: f for f in load_space(path.stem).factors}
+    assert claims.about["dataset"] == space.base["dataset"] == "cifar10" and claims.about["budget"] == "full"
+    factors = {f.name: f for f in space.factors}
     for claim in claims:
         assert claim.source in "ABCDE" and claim.statement and all(v is not None for v in claim.reported)
         levels = list(factors[claim.factor].by_key())
@@ -447,6 +642,38 @@ def test_shipped_claims_fit_their_space(path):
         for name, level in claim.where.items():
             assert level in factors[name].by_key()
     assert {path.stem for path in CLAIMS_DIR.glob("*.yaml")} == {"ablation", "architectures", "optimizers"}
+
+
+def test_shipped_ties_are_the_reports_ties():
+    """Report A: deeper is not better (ResNet-18 ~ ResNet-50); report D: SE-ResNet-18 ~ ResNet-18 and, for the
+    Base CNN, SGD 1e-2 ~ Adam 1e-3."""
+    chains = {c.source + ":" + c.chain for name in ("architectures", "optimizers")
+              for c in load_claims(CLAIMS_DIR / f"{name}.yaml")}
+    assert "A:densenet121 > mobilenet_v2 > resnet18 ~ resnet50 > basecnn" in chains
+    assert "D:se_resnet18 ~ resnet18 > densenet121 > basecnn" in chains
+    assert "D:optimizer=sgd,lr=0.01 ~ optimizer=adam,lr=0.001 > optimizer=sgd,lr=0.001" in chains
+
+
+def test_importance_noise_floor_in_the_report(tmp_path):
+    """A grid where the model moves accuracy by 10 points and dropout by nothing: fANOVA calls both important
+    (its importances sum to 1), the floor separates them, and the report says which matters."""
+    pytest.importorskip("sklearn")
+    trials = []
+    for model, level in (("basecnn", 50.0), ("resnet18", 60.0)):
+        for dropout in (0.0, 0.5):
+            for s, n in enumerate(PATTERN[:3]):
+                acc = (level + n + (0.3 if dropout and s == 1 else 0)) / 100
+                trials.append({"values": {"model": model, "dropout": dropout}, "seed": s, "acc": [acc - 0.1, acc]})
+    grid = load_experiment(write_run(tmp_path / "grid", design="grid", epochs=2, scheduler="fifo", trials=trials,
+                                     factors={"model": ["basecnn", "resnet18"], "dropout": [0.0, 0.5]}))
+    out = tmp_path / "report"
+    write_report(grid, out, test=False)
+    section = (out / "report.md").read_text().split("## Parameter importance")[1].split("\n## ")[0]
+    assert "on val_acc at epoch 2." in section and "(39 shuffles)" in section and "Matter: model." in section
+    # model beat all 39 shuffles (p 1/40), which Holm over 2 factors doubles
+    assert re.search(r"\| model \| \d\.\d{3} \| \d\.\d{3} \| 0\.025 \| 0\.050 \| \*\*yes\*\* \|", section), section
+    assert re.search(r"\| dropout \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \| \d\.\d{3} \| no \|", section), section
+    assert (out / "figures" / "importance.png").stat().st_size > 1000
 
 
 def test_parameter_importance_of_a_sampled_search(tmp_path):
@@ -463,6 +690,17 @@ def test_parameter_importance_of_a_sampled_search(tmp_path):
     assert list(scores.index) == ["lr", "dropout"] and scores["lr"] > 0.8
     assert scores.sum() == pytest.approx(1.0)
     assert level_key(1.0) == level_key(1) == "1" and level_key(True) == "true" != level_key(1)
+
+
+def test_learning_curves_have_whole_epoch_ticks(tmp_path):
+    from cnnsearch.plots import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "train_acc": 0.1 * e, "val_acc": 0.1 * e}
+               for e in (1, 2, 3)]
+    fig = plot_curves(history, tmp_path / "curves.png", title="resnet18 on image folder /a/rather/long/path/to/images")
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 # ------------------------------------------------------------------ files from a results folder

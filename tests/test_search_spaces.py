@@ -232,6 +232,34 @@ def test_user_spaces_load(tmp_path):
     assert load_space(str(_write(tmp_path, text))).base["lr"] == 0.001
 
 
+def test_budget_seeds_and_scheduler(tmp_path):
+    """A budget may repeat points more often than the space's `seeds`; a space may name the scheduler
+    `tune.run` uses by default. The plan, its trials and its record follow both."""
+    from tune.plan import Plan
+
+    space = load_space(str(_write(tmp_path, _with(VALID, seeds=2, scheduler="fifo", budgets={
+        **VALID["budgets"], "full": {"epochs": 2, "seeds": 3}}))))
+    assert (space.seeds_for("cpu"), space.seeds_for("full"), space.scheduler) == ((0, 1), (0, 1, 2), "fifo")
+    plan = Plan(space, "full")
+    assert plan.scheduler == "fifo" and plan.num_trials == 2 * 3 and plan.record().seeds == (0, 1, 2)
+    assert len(plan.describe()) == 3 + plan.num_trials
+    assert Plan(space, "cpu", scheduler="asha").num_trials == 2 * 2
+    assert load_space(str(_write(tmp_path, VALID))).scheduler == "asha"  # DEFAULT_SCHEDULER
+
+
+def test_spaces_with_claims_run_fifo_and_three_seeds_at_full(spaces):
+    """Claims are checked at the last epoch, so the spaces that have claims files run every level to it; at the
+    full budget no verdict rests on 2 seeds. The open search keeps ASHA."""
+    from analysis.claims import CLAIMS_DIR
+
+    with_claims = {p.stem for p in CLAIMS_DIR.glob("*.yaml")}
+    assert with_claims == {"ablation", "architectures", "optimizers"}
+    for name, space in spaces.items():
+        assert space.scheduler == ("fifo" if name in with_claims else "asha"), name
+        if name in with_claims:
+            assert len(space.seeds_for("full")) >= 3 and len(space.seeds_for("cpu")) >= 2, name
+
+
 def test_readme_examples_load(tmp_path):
     blocks = re.findall(r"```yaml\n(.*?)```", (PACKAGE / "README.md").read_text(), re.S)
     space = load_space(str(_write(tmp_path, blocks[0])))
@@ -289,6 +317,9 @@ BAD = [
     (_with(VALID, seeds=["a"]), ["seeds[0]:", "integers >= 0"]),
     (_with(VALID, seeds=[0, 0]), ["seeds[1]:", "duplicate"]),
     (_with(VALID, seeds=0), ["seeds:", "count n >= 1"]),
+    (_with(VALID, budgets={**VALID["budgets"], "full": {"seeds": [1, 1]}}), ["budgets.full.seeds[1]:", "duplicate"]),
+    (_with(VALID, budgets={**VALID["budgets"], "full": {"seeds": 0}}), ["budgets.full.seeds:", "count n >= 1"]),
+    (_with(VALID, scheduler="pbt"), ["scheduler:", "asha", "fifo", "'pbt'"]),
     (_with(VALID, base={**VALID["base"], "seed": 1}), ["base.seed:", "seeds"]),
     (_with(VALID, base={**VALID["base"], "lerning_rate": 1}), ["base: unknown key 'lerning_rate'", "TrainConfig keys are:"]),
     (_with(VALID, base={**VALID["base"], "optimizer": "rmsprop"}), ["base:", "optimizer must be one of"]),

@@ -79,7 +79,7 @@ def assert_complete(results: dict[str, list[dict]], epochs_allowed: set[int]) ->
 def asha_run(ray_cluster, tmp_path_factory):
     storage = tmp_path_factory.mktemp("asha")
     start = time.perf_counter()
-    code = main(["--space", "ablation", *SMOKE, "--storage", str(storage), "--name", "abl"])
+    code = main(["--space", "ablation", *SMOKE, "--scheduler", "asha", "--storage", str(storage), "--name", "abl"])
     return code, storage / "abl", time.perf_counter() - start
 
 
@@ -280,7 +280,7 @@ def test_existing_cluster_through_address(data_root, tmp_path):
     (["--space", "ablation", "--search", "optuna"], "design: sample"),
     (["--space", "search", "--search", "grid"], "random or optuna"),
     (["--space", "ablation", "--dataset", "svhn", "--dry-run"], "svhn"),
-    (["--space", "ablation", "--grace-period", "50", "--budget", "smoke"], "exceeds"),
+    (["--space", "ablation", "--scheduler", "asha", "--grace-period", "50", "--budget", "smoke"], "exceeds"),
     (["--space", "ablation", "--address", "auto", "--num-gpus", "1"], "existing cluster"),
     (["--space", "ablation", "--address", "127.0.0.1:1"], "nothing answers at 127.0.0.1:1"),
     (["--space", "ablation", "--address", "ray://127.0.0.1:1"], "ray start --head"),
@@ -290,7 +290,8 @@ def test_existing_cluster_through_address(data_root, tmp_path):
     (["--space", "ablation", "--max-failures", "-5"], "--max-failures must be >= 0"),
     (["--space", "ablation", "--scheduler", "fifo", "--grace-period", "1"], "not a setting of --scheduler fifo"),
     (["--space", "ablation", "--scheduler", "hyperband", "--grace-period", "1"], "use --scheduler asha"),
-    (["--space", "ablation", "--reduction-factor", "1"], "--reduction-factor must be an integer >= 2"),
+    (["--space", "ablation", "--scheduler", "asha", "--reduction-factor", "1"], "--reduction-factor must be an integer >= 2"),
+    (["--space", "ablation", "--grace-period", "1"], "not a setting of --scheduler fifo"),  # the space's default
     (["--space", "ablation", "--scheduler", "pbt"], "invalid choice"),
     (["--space", "ablation", "--mps", "--address", "auto"], "on each node before `ray start`"),
 ])

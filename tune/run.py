@@ -40,8 +40,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
     g.add_argument("--dry-run", action="store_true", help="print the trials and exit")
     g = p.add_argument_group("search")
-    g.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=tuple(SCHEDULERS),
-                   help="; ".join(f"{s.name} {s.about}" for s in SCHEDULERS.values()))
+    g.add_argument("--scheduler", choices=tuple(SCHEDULERS),
+                   help="; ".join(f"{s.name} {s.about}" for s in SCHEDULERS.values()) +
+                   f" (default: the space's `scheduler`, else {DEFAULT_SCHEDULER}; fifo for the spaces that check claims)")
     g.add_argument("--search", choices=SEARCHES, help="default: grid for grid/one-at-a-time spaces, random for sampled ones")
     g.add_argument("--num-samples", type=int, help="draws for sampled spaces (default: the space's num_samples)")
     for setting in SETTINGS.values():
