@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cnnsearch.cli import redact
+
 from .levels import FrozenDict, jsonable
 from .schedulers import SCHEDULERS, Scheduler
 from .space import TRAIN_DEFAULTS, DesignPoint, Factor, SpaceError
@@ -115,6 +117,8 @@ class ExperimentRecord:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "settings", FrozenDict(self.settings))
         object.__setattr__(self, "resources", FrozenDict(self.resources))
+        if isinstance(self.command, str):  # credentials in a storage URI stay out of the file and reports
+            object.__setattr__(self, "command", redact(self.command))
 
     # -- what analysis asks ----------------------------------------------------------------------
     def factor(self, name: str) -> Factor | None:
@@ -182,7 +186,7 @@ class ExperimentRecord:
             )
         except RecordError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of the wrong shape
             detail = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
             raise RecordError(f"is not a record this version reads ({detail})") from None
 
@@ -207,7 +211,7 @@ class ExperimentRecord:
                 data = json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise RecordError(f"no {STATE_FILE}") from None
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested without end
             raise RecordError(f"{STATE_FILE} is not JSON ({' '.join(str(exc).split())})") from None
         try:
             return cls.from_json(data)
@@ -237,7 +241,8 @@ def locate_folder(location: str) -> tuple[Any, str]:
     try:
         filesystem, path = fs.FileSystem.from_uri(location)
     except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-        raise RecordError(f"{location}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordError(redact(f"{location}: {detail}")) from None
     return filesystem, path.rstrip("/")
 
 
