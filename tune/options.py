@@ -68,6 +68,8 @@ class RunOptions:
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.storage, str) or not self.storage:
             raise RunError(f"--storage must be a folder or a URI, got {self.storage!r}")
+        if self.name is not None:
+            _folder_name(self.name)
         if self.resume and not self.name:
             raise RunError("--resume needs --name, the experiment to finish (see the folders under --storage)")
         if self.address and (self.num_gpus is not None or self.num_cpus is not None):
@@ -86,6 +88,15 @@ class RunOptions:
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)
+
+
+def _folder_name(name: Any) -> None:
+    """An experiment name is one folder under --storage: a path (`../x`, `a/b`) would write elsewhere."""
+    if not isinstance(name, str) or not name.strip():
+        raise RunError(f"--name must be a folder name, got {name!r}")
+    if name in (".", "..") or "/" in name or "\\" in name or not name.isprintable() or len(name) > 200:
+        raise RunError(f"--name must be a folder name (no /, \\, .. or control characters, at most 200 "
+                       f"characters), got {name!r}; --storage says where the folder goes")
 
 
 def _number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
