@@ -11,11 +11,12 @@ import os
 import sys
 import warnings
 
-from cnnsearch.cli import ArgumentParser, fail
+from cnnsearch.cli import ArgumentParser, Interrupt, fail, stop_on_signals
 
 __all__ = ["main", "build_parser"]
 
 PROG = "python -m analysis"
+MAX_RESAMPLES = 1_000_000  # each resample is a pass over the trials; more only costs time and memory
 
 
 def build_parser() -> ArgumentParser:
@@ -71,8 +72,8 @@ def _report(args: argparse.Namespace) -> int:
     from .report import write_report
     from .stats import N_RESAMPLES
 
-    if args.resamples is not None and args.resamples < 100:
-        fail(f"--resamples must be >= 100, got {args.resamples}", prog=PROG)
+    if args.resamples is not None and not 100 <= args.resamples <= MAX_RESAMPLES:
+        fail(f"--resamples must be in [100, {MAX_RESAMPLES:,}], got {args.resamples}", prog=PROG)
     claims = None
     if args.claims:
         try:
@@ -119,7 +120,12 @@ def _best(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _report(args) if args.command == "report" else _best(args)
+    try:
+        with stop_on_signals():
+            return _report(args) if args.command == "report" else _best(args)
+    except Interrupt as stop:  # reading only: nothing half-written is left but a partial --out folder
+        print(f"\n{PROG}: interrupted ({stop.how})", file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":
