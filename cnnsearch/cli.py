@@ -62,8 +62,14 @@ class Interrupt(KeyboardInterrupt):
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Inside the block SIGINT and SIGTERM raise Interrupt, so a command ends on its own terms (files
-    closed, temporary files removed, one line said) instead of a traceback or a silent kill."""
+    closed, temporary files removed, one line said) instead of a traceback or a silent kill. The
+    exception lands wherever the program is, and library code caught half-way may fail on its own
+    while it unwinds (tqdm does, if the signal comes while it makes its lock): once a signal came,
+    whatever leaves the block is the Interrupt."""
+    received: list[int] = []
+
     def handler(signum: int, frame) -> None:
+        received.append(signum)
         raise Interrupt(signum)
 
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
@@ -72,6 +78,12 @@ def stop_on_signals() -> Iterator[None]:
     saved = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+    except Interrupt:
+        raise
+    except BaseException:
+        if received:
+            raise Interrupt(received[0]) from None
+        raise
     finally:
         for signum, previous in saved.items():
             signal.signal(signum, previous)

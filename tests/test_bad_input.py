@@ -197,7 +197,8 @@ def interrupted(ray_env, tmp_path_factory):
     runs' outcomes, the folder, and a copy of it taken before anything resumes it."""
     storage = tmp_path_factory.mktemp("race")
     logs = tmp_path_factory.mktemp("race_logs")
-    args = _tune(*RACE, "--storage", str(storage))
+    # A storage URI with a credential in it (pyarrow's local filesystem ignores the query).
+    args = _tune(*RACE, "--storage", f"file://{storage}?secret_key={SECRET}")
     runs = [subprocess.Popen(args, cwd=REPO, env=ray_env, stdout=open(logs / f"{i}.out", "w"),
                              stderr=open(logs / f"{i}.err", "w"), start_new_session=True) for i in range(2)]
     exp = storage / "race"
@@ -227,6 +228,9 @@ def test_two_runs_cannot_share_one_name(interrupted):
     assert codes == [2, 130]
     loser = next(err for code, _, err in interrupted["outcomes"] if code == 2)
     assert loser.strip().splitlines()[-1].endswith("already exists; pass --resume to finish it, or choose another --name")
+    assert not any(SECRET in out + err for _, out, err in interrupted["outcomes"])
+    record = (interrupted["snapshot"] / "cnnsearch.json").read_text()
+    assert SECRET not in record and "secret_key=***" in record  # the command is kept, the credential is not
     assert len(list(interrupted["snapshot"].glob("*/params.json"))) <= 4  # one run's trials, never two runs' pooled
 
 
@@ -238,6 +242,7 @@ def test_ctrl_c_exits_130_with_the_resume_command(interrupted):
     assert last.startswith(f"python -m tune.run: interrupted (Ctrl-C): {finished} of 4 trials finished; finish it "
                            "with: python -m tune.run "), last
     assert last.endswith("--budget smoke --name race --resume") and 0 < finished < 4
+    assert "?secret_key=***" in last  # a credential the user must give again, never printed
     assert sum(1 for rows in _results(interrupted["snapshot"]).values() if len(rows) == 25) == 0  # long ones stopped
     assert "Tuner.restore" not in out + err  # not Tune's resume hint
     assert not any(line.startswith(("best trial:", "next: ")) for line in out.splitlines())  # not a success summary
@@ -358,10 +363,14 @@ def test_report_survives_a_truncated_checkpoint_and_ctrl_c_is_one_line(interrupt
     shutil.copytree(interrupted["exp"], folder)
     for path in folder.glob("*/checkpoint_*/state.pt"):
         path.write_bytes(path.read_bytes()[:1000])
-    assert main(["report", str(folder), "--out", str(tmp_path / "rep"), "--no-download", "--resamples", "200"]) == 0
+    record = folder / "cnnsearch.json"  # as a record written before redaction would have it
+    record.write_text(record.read_text().replace("secret_key=***", f"secret_key={SECRET}"))
+    assert main(["report", f"file://{folder}?secret_key={SECRET}", "--out", str(tmp_path / "rep"), "--no-download",
+                 "--resamples", "200"]) == 0
     err = capsys.readouterr().err
     assert "cannot read checkpoint" in err and "state.pt" in err and "Traceback" not in err
-    assert "Test split not evaluated" in (tmp_path / "rep" / "report.md").read_text()
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "Test split not evaluated" in report and SECRET not in report + err and "secret_key=***" in report
 
     env = interrupted["env"]
 

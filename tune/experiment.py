@@ -283,7 +283,8 @@ class _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
             for s, handler in self._saved.items():
                 signal.signal(s, handler)
-        if self.signum is not None and kind is not None and issubclass(kind, KeyboardInterrupt):  # stopped at once
+        # Stopped at once (KeyboardInterrupt), or code it landed in failed on its own while unwinding.
+        if self.signum is not None and kind is not None and not issubclass(kind, Interrupted):
             raise Interrupted(self.signum, self.exp_path, self.trials) from None
 
     def _handle(self, signum: int, frame) -> None:
