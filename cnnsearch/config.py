@@ -16,6 +16,7 @@ __all__ = ["TrainConfig", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_OPTION_KEYS", "MA
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
 LR_SCHEDULES = ("none", "exponential", "step", "cosine")
+MAX_PARAMETERS = 10**10  # 40 GB of fp32 weights, before gradients and optimizer state: no single GPU trains it
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds are 32-bit; torch's generators overflow past 2**63
 # Config keys forwarded to `build_model` as options (None = the family's default).
 MODEL_OPTION_KEYS = ("stem_kernel", "stem_bn", "dropout", "blocks_per_stage", "width")
@@ -159,11 +160,16 @@ def _model_error(model: Any, options: dict[str, Any], shape: Any) -> str | None:
             _MODEL_ERRORS.clear()
         try:
             with torch.device("meta"):
-                build_model(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
-                            image_size=shape.image_size, **options)
-            _MODEL_ERRORS[key] = None
+                net = build_model(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
+                                  image_size=shape.image_size, **options)
+            size = sum(p.numel() for p in net.parameters())
+            _MODEL_ERRORS[key] = None if size <= MAX_PARAMETERS else (
+                f"{model} with {options} has {size:.3g} parameters; at most {MAX_PARAMETERS:.0e} train on one device "
+                "(is the width too large?)")
         except (ValueError, TypeError) as exc:
             _MODEL_ERRORS[key] = str(exc)
+        except RuntimeError as exc:  # torch: a tensor too large to describe, e.g. from a huge width
+            _MODEL_ERRORS[key] = f"{model} with {options} cannot be built ({' '.join(str(exc).split())[:120]})"
     return _MODEL_ERRORS[key]
 
 

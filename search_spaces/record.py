@@ -8,6 +8,7 @@ record fails with one line.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -192,12 +193,20 @@ class ExperimentRecord:
 
     def write(self, folder: str, filesystem: Any = None) -> str:
         """Write `folder`/cnnsearch.json (the folder is made); `filesystem` is a pyarrow filesystem
-        (default: local). Returns the file's path."""
+        (default: local). Written beside the target and moved into place, so a full disk never leaves
+        half a record; OSError then. Returns the file's path."""
         filesystem = filesystem or _local()
         path = f"{folder.rstrip('/')}/{STATE_FILE}"
+        tmp = f"{path}.tmp{os.getpid()}"
         filesystem.create_dir(folder, recursive=True)
-        with filesystem.open_output_stream(path) as f:
-            f.write(json.dumps(self.to_json(), indent=2).encode())
+        try:
+            with filesystem.open_output_stream(tmp) as f:
+                f.write(json.dumps(self.to_json(), indent=2).encode())
+            filesystem.move(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(tmp)
+            raise
         return path
 
     @classmethod

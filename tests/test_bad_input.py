@@ -4,7 +4,8 @@
 run in-process through each command's `main`. Paths in braces ({tmp}, {bomb}, ...) are made by the
 `inputs` fixture. The tests after the table need a real Ray run, signals or a full disk, and run the
 commands as subprocesses: a race for one experiment name, Ctrl-C and --resume, planted and damaged Tune
-state, Ctrl-C and SIGTERM of training, a full disk while checkpointing, a truncated checkpoint in a report.
+state, SIGTERM of training, a full disk while checkpointing, a truncated checkpoint in a report and Ctrl-C
+of the analysis.
 """
 from __future__ import annotations
 
@@ -56,9 +57,12 @@ CASES = [
     ("tune.run", ["--space", "search", "--seed", "-1"], "--seed must be an integer in [0, 4294967295]", 2),
     ("tune.run", ["--space", "search", "--seed", str(2**70)], "--seed must be an integer in [0, 4294967295]", 2),
     ("tune.run", ["--space", "ablation", "--num-gpus", "nan"], "--num-gpus must be a finite number", 2),
+    ("tune.run", ["--space", "ablation", "--num-cpus", "100000000"], "--num-cpus must be <= 1,000,000", 2),
     ("cnnsearch.train", ["--seed", str(2**64)], "seed must be in [0, 4294967295]", 2),
     ("cnnsearch.train", ["--split-seed", "-3"], "split_seed must be in [0, 4294967295]", 2),
     ("cnnsearch.train", ["--width", "nan"], "width must be a finite number", 2),
+    ("cnnsearch.train", ["--arch", "resnet18", "--width", "100"], "has 1.12e+11 parameters; at most 1e+10", 2),
+    ("cnnsearch.train", ["--arch", "resnet18", "--width", "1e9"], "cannot be built", 2),
     ("cnnsearch.train", ["--lr", "inf"], "lr must be a finite number", 2),
     ("cnnsearch.train", ["--momentum", "nan"], "momentum must be a finite number", 2),
     ("cnnsearch.train", ["--dropout", "-0.5"], "dropout must be a number in [0, 1)", 2),

@@ -158,7 +158,10 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     else:
         record = plan.record(resources={"cpu": options.cpus_per_trial, "gpu": gpus}, command=options.command,
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), provenance=Provenance.collect())
-        record.write(exp_path, filesystem)  # the folder is an experiment from here on
+        try:
+            record.write(exp_path, filesystem)  # the folder is an experiment from here on
+        except OSError as exc:
+            raise RunError(f"cannot write the experiment record in {exp_path} ({exc})") from None
         tuner = ray_tune.Tuner(trainable, param_space=plan.param_space(), tune_config=_tune_config(plan, options),
                                run_config=_run_config(plan, options, name, storage, filesystem))
     # Tune's newer console output ignores a ProgressReporter and prints the design point as a
