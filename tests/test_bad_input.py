@@ -276,6 +276,13 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def _code_payload(marker: Path) -> bytes:
+    """A function pickled as code, the way cloudpickle stores what it cannot import by name."""
+    import ray.cloudpickle
+
+    return ray.cloudpickle.dumps({"iterators": [lambda: os.system(f"touch {marker}")]})
+
+
 def _newest_state(folder: Path) -> Path:
     return max(folder.glob("experiment_state-*.json"))
 
@@ -302,6 +309,8 @@ DAMAGE = {
                                     "names posix.system"),
     "planted searcher state": (lambda f, m: [p.write_bytes(pickle.dumps(_Payload(m)))
                                              for p in f.glob("basic-variant-state-*")], "names posix.system"),
+    "planted code": (lambda f, m: [p.write_bytes(_code_payload(m)) for p in f.glob("basic-variant-state-*")],
+                     "holds the code of a function '<lambda>'"),
     "planted callback state": (lambda f, m: (f / "callback-states-x.pkl").write_bytes(pickle.dumps(_Payload(m))),
                                "cnnsearch runs no callbacks"),
     "empty trial params": (lambda f, m: _edit_trial(f, lambda t: t.update(config={})), "has params this experiment never"),
