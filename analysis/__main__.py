@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from cnnsearch.cli import ArgumentParser, fail
+from cnnsearch.cli import ArgumentParser, Interrupt, fail, stop_on_signals
 
 __all__ = ["main", "build_parser"]
 
@@ -116,7 +116,12 @@ def _best(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return _report(args) if args.command == "report" else _best(args)
+    try:
+        with stop_on_signals():
+            return _report(args) if args.command == "report" else _best(args)
+    except Interrupt as stop:  # reading only: nothing half-written is left but a partial --out folder
+        print(f"\n{PROG}: interrupted ({stop.how})", file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":

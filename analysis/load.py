@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 from pyarrow import fs as pafs
 
+from cnnsearch.cli import redact
 from search_spaces import (
     CHECKPOINT_FILE,
     METRICS,
@@ -133,9 +134,9 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
     ExperimentError (one line) for a folder that does not exist, is not a cnnsearch experiment, or has
     no readable trial.
     """
-    text = os.fspath(path)
+    text = redact(os.fspath(path))  # for messages and the report; the filesystem keeps the credentials
     try:
-        filesystem, root = locate_folder(text)
+        filesystem, root = locate_folder(os.fspath(path))
     except RecordError as exc:
         raise ExperimentError(str(exc)) from None
     info = filesystem.get_file_info(root)
@@ -210,7 +211,7 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
     try:
         params = json.loads(_read(filesystem, files["params.json"].path))
         config = trial_config(params)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise _BrokenTrial(f"params.json unreadable ({str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})")
     if "result.json" not in files:
         raise _BrokenTrial("no result.json (the trial reported no epoch)")

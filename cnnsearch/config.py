@@ -12,10 +12,12 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_OPTION_KEYS"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "LR_SCHEDULES", "MODEL_OPTION_KEYS", "MAX_SEED"]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adamax")
 LR_SCHEDULES = ("none", "exponential", "step", "cosine")
+MAX_PARAMETERS = 10**10  # 40 GB of fp32 weights, before gradients and optimizer state: no single GPU trains it
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds are 32-bit; torch's generators overflow past 2**63
 # Config keys forwarded to `build_model` as options (None = the family's default).
 MODEL_OPTION_KEYS = ("stem_kernel", "stem_bn", "dropout", "blocks_per_stage", "width")
 
@@ -67,8 +69,9 @@ class TrainConfig:
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         _positive(self, "batch_size", "epochs", "val_size", "step_size", "eval_batch_size")
-        if self.seed < 0 or self.split_seed < 0:
-            raise ValueError("seed and split_seed must be >= 0")
+        for name in ("seed", "split_seed"):
+            if not 0 <= getattr(self, name) <= MAX_SEED:
+                raise ValueError(f"{name} must be in [0, {MAX_SEED}], got {getattr(self, name)}")
         if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
             raise ValueError(f"train_subset must be a positive number of images per class or null, got {self.train_subset!r}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -157,11 +160,16 @@ def _model_error(model: Any, options: dict[str, Any], shape: Any) -> str | None:
             _MODEL_ERRORS.clear()
         try:
             with torch.device("meta"):
-                build_model(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
-                            image_size=shape.image_size, **options)
-            _MODEL_ERRORS[key] = None
+                net = build_model(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
+                                  image_size=shape.image_size, **options)
+            size = sum(p.numel() for p in net.parameters())
+            _MODEL_ERRORS[key] = None if size <= MAX_PARAMETERS else (
+                f"{model} with {options} has {size:.3g} parameters; at most {MAX_PARAMETERS:.0e} train on one device "
+                "(is the width too large?)")
         except (ValueError, TypeError) as exc:
             _MODEL_ERRORS[key] = str(exc)
+        except RuntimeError as exc:  # torch: a tensor too large to describe, e.g. from a huge width
+            _MODEL_ERRORS[key] = f"{model} with {options} cannot be built ({' '.join(str(exc).split())[:120]})"
     return _MODEL_ERRORS[key]
 
 

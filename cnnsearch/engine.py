@@ -5,6 +5,8 @@ there in batches (see `cnnsearch.data`), so the loop has no per-image Python and
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import re
@@ -300,11 +302,18 @@ def _keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[torch.Tenso
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write atomically, so a run killed mid-save never leaves a half checkpoint that looks valid."""
+    """Write atomically, so a run killed mid-save never leaves a half checkpoint that looks valid. The
+    temporary file beside it goes whatever happens; a failed write (a full disk) is an OSError."""
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except RuntimeError:  # torch's zip writer reports a failed write (a full disk) as "unexpected pos"
+        raise OSError(errno.EIO, "the write failed (is the disk full?)", path) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

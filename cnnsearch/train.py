@@ -9,15 +9,18 @@ test evaluation), curves.png, confusion.png (test split) and checkpoint.pt (for 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .cli import ArgumentParser, fail, int_list
+from .cli import ArgumentParser, Interrupt, fail, int_list, stop_on_signals
 from .config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 __all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
@@ -94,6 +97,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
             values = load_yaml(f.read()) or {}
     except OSError as exc:
         raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text file") from None
     except YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(values, dict):
@@ -114,39 +119,98 @@ def _default_out(config: TrainConfig) -> Path:
 
 
 def _write_history(out: Path, history: list[dict[str, Any]], extra: dict[str, Any]) -> None:
-    tmp = out / "metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, out / "metrics.csv")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    _write_text(out / "metrics.csv", buffer.getvalue())
     _write_json(out / "metrics.json", {"epochs": history, **extra})
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(payload, indent=2, default=str))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write beside the target and rename, so a full disk or a kill never leaves `path` half-written;
+    the temporary file goes whatever happens."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        with stop_on_signals():
+            return _train(args, parser.prog)
+    except Interrupt as stop:
+        # Checkpoints are written to a temporary file and renamed, so the last one is whole.
+        print(f"\n{parser.prog}: interrupted ({stop.how}); {_progress(args, argv)}", file=sys.stderr)
+        return stop.code
+
+
+def _progress(args: argparse.Namespace, argv: list[str] | None) -> str:
+    """What an interrupted run leaves: the epoch its checkpoint holds and how to continue."""
+    out = getattr(args, "out_path", None)
+    try:
+        epochs = json.loads((out / "metrics.json").read_text())["epochs"] if out else []
+    except (OSError, ValueError, KeyError, TypeError):
+        epochs = []
+    if not epochs:
+        return "no epoch had finished, so there is nothing to resume"
+    given = sys.argv[1:] if argv is None else argv
+    again = [a for a in given if a != "--resume"] + ([] if args.out else ["--out", str(out)]) + ["--resume"]
+    return (f"the checkpoint of epoch {epochs[-1]['epoch']} is in {out / 'checkpoint.pt'}; continue with: "
+            f"python -m cnnsearch.train {' '.join(again)}")
+
+
+def _train(args: argparse.Namespace, prog: str) -> int:
+    try:
         config = config_from_args(args)
     except ValueError as exc:
-        fail(str(exc), prog=parser.prog)
+        fail(str(exc), prog=prog)
 
     out = Path(args.out) if args.out else _default_out(config)
+    args.out_path = out  # an interrupted run names its folder
     checkpoint_path = out / "checkpoint.pt"
     if args.resume:
         if not args.out:
-            fail("--resume needs --out, the folder of the run to continue", prog=parser.prog)
+            fail("--resume needs --out, the folder of the run to continue", prog=prog)
         if not checkpoint_path.is_file():
-            fail(f"--resume: no checkpoint.pt in {out}; start a new run without --resume", prog=parser.prog)
+            fail(f"--resume: no checkpoint.pt in {out}; start a new run without --resume", prog=prog)
     elif out.exists() and any(out.iterdir()):
-        fail(f"{out} already holds files; pass --resume to continue that run or choose another --out", prog=parser.prog)
+        fail(f"{out} already holds files; pass --resume to continue that run or choose another --out", prog=prog)
+    created = _check_writable(out, prog)
+    try:
+        return _run(args, config, out, checkpoint_path, prog)
+    except BaseException:
+        if created:  # a folder this run made and never wrote into goes again
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
+
+def _check_writable(out: Path, prog: str) -> bool:
+    """Make the output folder and write a file in it, before the data loads; one line if it cannot be.
+    Returns whether the folder is new."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        fail(f"--out {out}: cannot write there ({exc.strerror or exc})", prog=prog)
+    return created
+
+
+def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_path: Path, prog: str) -> int:
     # Heavy imports after argument checks, so bad input fails fast.
     from tqdm import tqdm
 
@@ -161,9 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
         data = load_dataset(config.dataset, data_dir=args.data_dir, download=not args.no_download)
     except (ValueError, DataError) as exc:
-        fail(str(exc), prog=parser.prog)
+        fail(str(exc), prog=prog)
 
-    out.mkdir(parents=True, exist_ok=True)
     print(f"{config.model} on {data.name}: {len(data.train)} train / {len(data.test)} test images, "
           f"{data.num_classes} classes, device {device}; writing to {out}", flush=True)
 
@@ -177,27 +240,33 @@ def main(argv: list[str] | None = None) -> int:
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, leave=False, unit="batch", file=sys.stderr))
     try:
         result = fit(config, data, on_epoch=on_epoch, checkpoint=checkpoint, device=device, progress=progress)
+        shape = (data.in_channels, data.image_size, data.image_size)
+        _write_json(out / "config.json", {
+            "config": config.to_dict(), "device": str(device),
+            "dataset": {"name": data.name, "classes": list(data.classes), "train": len(data.train),
+                        "test": len(data.test), "mean": data.mean, "std": data.std},
+            "model": describe_model(result.model.net, shape),
+        })
+        test = evaluate(result.model, data.test, batch_size=config.eval_batch_size, num_classes=data.num_classes,
+                        bf16=config.bf16 if config.bf16 is not None else device.type == "cuda")
+        best = result.best
+        _write_history(out, result.history, {"status": result.status, "best": best, "test": test.to_dict(),
+                                             "classes": list(data.classes)})
+        plot_curves(result.history, out / "curves.png", title=f"{config.model} on {data.name}")
+        plot_confusion(test.confusion, data.classes, out / "confusion.png",
+                       title=f"{config.model}: test accuracy {100 * test.accuracy:.2f}%")
+    except OSError as exc:  # a full disk, a folder removed underneath: what was written before stays whole
+        where = exc.filename or out
+        fail(f"cannot write {where}: {exc.strerror or exc}; {_done(history)}", prog=prog)
     except ValueError as exc:  # e.g. a checkpoint made with another config
-        fail(str(exc), prog=parser.prog)
-
-    shape = (data.in_channels, data.image_size, data.image_size)
-    _write_json(out / "config.json", {
-        "config": config.to_dict(), "device": str(device),
-        "dataset": {"name": data.name, "classes": list(data.classes), "train": len(data.train), "test": len(data.test),
-                    "mean": data.mean, "std": data.std},
-        "model": describe_model(result.model.net, shape),
-    })
-    test = evaluate(result.model, data.test, batch_size=config.eval_batch_size, num_classes=data.num_classes,
-                    bf16=config.bf16 if config.bf16 is not None else device.type == "cuda")
-    best = result.best
-    _write_history(out, result.history, {"status": result.status, "best": best, "test": test.to_dict(),
-                                         "classes": list(data.classes)})
-    plot_curves(result.history, out / "curves.png", title=f"{config.model} on {data.name}")
-    plot_confusion(test.confusion, data.classes, out / "confusion.png",
-                   title=f"{config.model}: test accuracy {100 * test.accuracy:.2f}%")
+        fail(str(exc), prog=prog)
     best_text = f"best val acc {100 * best['val_acc']:.2f}% (epoch {best['epoch']})" if best else "no finite epoch"
     print(f"{result.status}: {best_text}, test acc {100 * test.accuracy:.2f}%; results in {out}")
     return 0
+
+
+def _done(history: list[dict[str, Any]]) -> str:
+    return f"the checkpoint of epoch {history[-1]['epoch']} is intact" if history else "no epoch had finished"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Ray-free; see README.md here.
 from __future__ import annotations
 
 from .levels import jsonable, level_key, level_label
-from .loader import list_spaces, load_space
+from .loader import MAX_TRIALS, list_spaces, load_space
 from .params import DESIGN_POINT_KEY, trial_config
 from .record import CHECKPOINT_FILE, METRICS, STATE_FILE, ExperimentRecord, Provenance, RecordError, locate_folder
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS, Scheduler, scheduler
@@ -22,7 +22,7 @@ from .space import BUDGETS, DESIGNS, DISTRIBUTIONS, TRAIN_KEYS, Budget, DesignPo
 
 __all__ = [
     "BUDGETS", "DESIGNS", "DISTRIBUTIONS", "TRAIN_KEYS", "Budget", "DesignPoint", "Factor", "SearchSpace", "SpaceError",
-    "list_spaces", "load_space", "DESIGN_POINT_KEY", "trial_config", "jsonable", "level_key", "level_label",
+    "MAX_TRIALS", "list_spaces", "load_space", "DESIGN_POINT_KEY", "trial_config", "jsonable", "level_key", "level_label",
     "DEFAULT_SCHEDULER", "SCHEDULERS", "SETTINGS", "Scheduler", "scheduler",
     "CHECKPOINT_FILE", "METRICS", "STATE_FILE", "ExperimentRecord", "Provenance", "RecordError", "locate_folder",
 ]

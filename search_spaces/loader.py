@@ -37,6 +37,10 @@ __all__ = ["list_spaces", "load_space"]
 TOP_KEYS = ("description", "source", "base", "factors", "design", "num_samples", "seeds", "metric", "mode",
             "scheduler", "budgets")
 DEFAULT_NUM_SAMPLES = 20
+# The most trials a space may define (design points x seeds, or draws): every fixed design point is
+# checked at every budget when the space loads (about 1 ms each), and a grid is counted before that,
+# so a factorial of a million points is refused at once instead of hanging.
+MAX_TRIALS = 10_000
 
 _KEY_LIST = ", ".join(sorted(k for k in TRAIN_KEYS if k != "seed"))
 _SHIPPED_DIR = Path(__file__).resolve().parent
@@ -136,8 +140,22 @@ class _Loader:
             factors=factors, design=design, num_samples=num_samples, seeds=seeds, metric=metric, mode=mode,
             budgets=self.budgets(raw["budgets"], base), scheduler=scheduler,
         )
+        self.check_size(space)
         self.check_configs(space)
         return space
+
+    def check_size(self, space: SearchSpace) -> None:
+        if space.design == "sample":
+            if space.num_samples > MAX_TRIALS:
+                self.fail("num_samples", f"{space.num_samples:,} draws; at most {MAX_TRIALS:,}")
+            return
+        seeds = max([len(space.seeds)] + [len(space.seeds_for(b)) for b in space.budgets])  # a budget may run more
+        trials = space.num_points * seeds
+        if trials > MAX_TRIALS:
+            shape = " x ".join(str(len(f.levels)) for f in space.factors) if space.design == "grid" else None
+            self.fail("factors", f"{space.num_points:,} design points{f' ({shape} levels)' if shape else ''} x "
+                                 f"{seeds} seed(s) = {trials:,} trials; at most {MAX_TRIALS:,}: "
+                                 "split the study, or use design: sample")
 
     def text(self, key: str, raw: dict, default: str | None = None) -> str:
         value = raw.get(key, default)

@@ -8,6 +8,7 @@ record fails with one line.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cnnsearch.cli import redact
 
 from .levels import FrozenDict, jsonable
 from .schedulers import SCHEDULERS, Scheduler
@@ -115,6 +118,8 @@ class ExperimentRecord:
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "settings", FrozenDict(self.settings))
         object.__setattr__(self, "resources", FrozenDict(self.resources))
+        if isinstance(self.command, str):  # credentials in a storage URI stay out of the file and reports
+            object.__setattr__(self, "command", redact(self.command))
 
     # -- what analysis asks ----------------------------------------------------------------------
     def factor(self, name: str) -> Factor | None:
@@ -182,18 +187,26 @@ class ExperimentRecord:
             )
         except RecordError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a field of the wrong shape
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # a field of the wrong shape
             detail = f"missing {exc}" if isinstance(exc, KeyError) else " ".join(str(exc).split())
             raise RecordError(f"is not a record this version reads ({detail})") from None
 
     def write(self, folder: str, filesystem: Any = None) -> str:
         """Write `folder`/cnnsearch.json (the folder is made); `filesystem` is a pyarrow filesystem
-        (default: local). Returns the file's path."""
+        (default: local). Written beside the target and moved into place, so a full disk never leaves
+        half a record; OSError then. Returns the file's path."""
         filesystem = filesystem or _local()
         path = f"{folder.rstrip('/')}/{STATE_FILE}"
+        tmp = f"{path}.tmp{os.getpid()}"
         filesystem.create_dir(folder, recursive=True)
-        with filesystem.open_output_stream(path) as f:
-            f.write(json.dumps(self.to_json(), indent=2).encode())
+        try:
+            with filesystem.open_output_stream(tmp) as f:
+                f.write(json.dumps(self.to_json(), indent=2).encode())
+            filesystem.move(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                filesystem.delete_file(tmp)
+            raise
         return path
 
     @classmethod
@@ -207,7 +220,7 @@ class ExperimentRecord:
                 data = json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise RecordError(f"no {STATE_FILE}") from None
-        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        except (OSError, ValueError, RecursionError) as exc:  # unreadable, not UTF-8, not JSON, nested without end
             raise RecordError(f"{STATE_FILE} is not JSON ({' '.join(str(exc).split())})") from None
         try:
             return cls.from_json(data)
@@ -237,7 +250,8 @@ def locate_folder(location: str) -> tuple[Any, str]:
     try:
         filesystem, path = fs.FileSystem.from_uri(location)
     except Exception as exc:  # pyarrow raises several types for bad URIs and missing credentials
-        raise RecordError(f"{location}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordError(redact(f"{location}: {detail}")) from None
     return filesystem, path.rstrip("/")
 
 

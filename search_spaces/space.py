@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -188,6 +189,15 @@ class SearchSpace:
     def seeds_for(self, budget: str) -> tuple[int, ...]:
         """The seeds every design point runs at `budget`: the budget's own, else the space's."""
         return self.budgets[budget].seeds or self.seeds
+
+    @property
+    def num_points(self) -> int | None:
+        """How many design points `points()` gives, counted without making them (None for sample)."""
+        if self.design == "sample":
+            return None
+        if self.design == "one_at_a_time":
+            return 1 + sum(len(f.levels) - 1 for f in self.factors)
+        return math.prod(len(f.levels) for f in self.factors)
 
     def points(self) -> list[DesignPoint]:
         """The design points. one_at_a_time: the base point, then one point per non-baseline level of

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from cnnsearch.lazy import lazy_attributes
 
-__all__ = ["Plan", "RunOptions", "RunError", "RunResult", "run_experiment"]
+__all__ = ["Plan", "RunOptions", "RunError", "RunResult", "Interrupted", "run_experiment"]
 
 _HOME = {"Plan": "plan", "RunOptions": "options", "RunError": "options", "RunResult": "experiment",
-         "run_experiment": "experiment"}
+         "Interrupted": "experiment", "run_experiment": "experiment"}
 
 __getattr__, __dir__ = lazy_attributes(__name__, _HOME)

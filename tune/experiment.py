@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,15 +25,19 @@ import ray
 from pyarrow import fs as pafs
 from ray import tune as ray_tune
 
+from cnnsearch.cli import redact
 from search_spaces import ExperimentRecord, Provenance, RecordError, locate_folder, trial_config
 
 from . import faults
+from .cluster import require_token_auth
+from .folder import claim_folder
 from .mps import MPSError, mps_daemon
 from .options import RunError, RunOptions
 from .plan import Plan
+from .state import check_tune_state, saved_statuses
 from .trainable import train_trial
 
-__all__ = ["run_experiment", "RunResult", "BestTrial"]
+__all__ = ["run_experiment", "RunResult", "BestTrial", "Interrupted"]
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc"]
 
@@ -57,6 +64,16 @@ class RunResult:
     best: BestTrial | None
 
 
+class Interrupted(Exception):
+    """The experiment was stopped by SIGINT (Ctrl-C) or SIGTERM: `finished` of `trials` trials had
+    ended in the state Tune saved, and `resumable` says whether it saved any (what --resume continues).
+    `path` is the experiment folder."""
+
+    def __init__(self, signum: int, path: str, trials: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum, self.path, self.trials, self.finished, self.resumable = signum, path, trials, 0, False
+
+
 def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     """Run `plan` as one Tune experiment, or finish it with `options.resume`, and return when every
     trial has ended. Prints the plan, the dashboard URL and Tune's progress table.
@@ -67,17 +84,23 @@ def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     `options.storage`/`options.name`. Raises RunError (one line) for an experiment that cannot
     start: a folder that is taken (or not an experiment, for --resume), storage or data that cannot be
     reached, resources the cluster does not have, `options.mps` where MPS cannot start. With `mps`
-    the Ray cluster it starts is shut down at the end, together with the MPS daemon its workers use."""
+    the Ray cluster it starts is shut down at the end, together with the MPS daemon its workers use.
+
+    SIGINT (Ctrl-C) and SIGTERM stop it as Tune stops on Ctrl-C (running trials end, the state is
+    saved) and raise Interrupted; a second signal stops at once. A resume whose state cannot be
+    restored exactly, or that names anything outside what Tune writes for cnnsearch, is refused
+    before Ray reads it (tune/state.py)."""
     try:
         filesystem, storage = locate_folder(options.storage)
     except RecordError as exc:
-        raise RunError(f"--storage {exc}") from None
+        raise RunError(redact(f"--storage {exc}")) from None
     name = options.name or f"{plan.space.name}-{plan.budget}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp_path = f"{storage.rstrip('/')}/{name}"
-    _check_folder(filesystem, exp_path, plan, resume=options.resume)
+    if options.resume:
+        _check_resume(filesystem, exp_path, plan)
     if options.address and filesystem.type_name == "local":
-        print(f"WARNING: --storage {options.storage} is a local path; on a multi-node cluster the workers on other "
-              "nodes cannot write there. Use a shared folder or a URI such as s3://bucket/path.", file=sys.stderr)
+        print(f"WARNING: --storage {redact(options.storage)} is a local path; on a multi-node cluster the workers on "
+              "other nodes cannot write there. Use a shared folder or a URI such as s3://bucket/path.", file=sys.stderr)
     if options.dashboard_host == "0.0.0.0" and not options.address:
         print("WARNING: --dashboard-host 0.0.0.0 exposes the Ray dashboard (which can run code on this machine) "
               "to every network this machine is on; keep its token secret, or use 127.0.0.1 and an SSH tunnel.",
@@ -86,26 +109,35 @@ def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     from cnnsearch.data import DataError, load_dataset
 
     try:
-        data = load_dataset(plan.dataset_name, data_dir=options.data_dir, download=options.download)
-    except DataError as exc:
-        raise RunError(str(exc)) from None
-
-    with contextlib.ExitStack() as stack:
-        if options.mps:
-            if ray.is_initialized():
-                raise RunError("--mps must start before the Ray cluster it serves, but Ray is already running in "
-                               "this process; call run_experiment with mps=True before anything starts Ray")
+        with contextlib.ExitStack() as stack:
+            stop = stack.enter_context(_StopOnSignal(exp_path, plan.num_trials))
+            stack.enter_context(claim_folder(filesystem, exp_path, resume=options.resume, shown=exp_path))
+            if options.resume:  # once no other run can be writing Tune's state
+                check_tune_state(filesystem, exp_path, exp_path, plan)
             try:
-                stack.enter_context(mps_daemon())
-            except MPSError as exc:
+                data = load_dataset(plan.dataset_name, data_dir=options.data_dir, download=options.download)
+            except DataError as exc:
                 raise RunError(str(exc)) from None
-            stack.callback(ray.shutdown)  # its workers are MPS clients: they go with the daemon
-        return _run(plan, options, data, filesystem, storage, name, exp_path)
+            if options.mps:
+                if ray.is_initialized():
+                    raise RunError("--mps must start before the Ray cluster it serves, but Ray is already running in "
+                                   "this process; call run_experiment with mps=True before anything starts Ray")
+                try:
+                    stack.enter_context(mps_daemon())
+                except MPSError as exc:
+                    raise RunError(str(exc)) from None
+                stack.callback(ray.shutdown)  # its workers are MPS clients: they go with the daemon
+            return _run(plan, options, data, filesystem, storage, name, exp_path, stop)
+    except Interrupted as stopped:  # count what Tune's saved state holds: what --resume will find
+        statuses = saved_statuses(filesystem, exp_path)
+        stopped.finished, stopped.resumable = statuses.count("TERMINATED"), bool(statuses)
+        raise
 
 
 def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, storage: str, name: str,
-         exp_path: str) -> RunResult:
+         exp_path: str, stop: _StopOnSignal) -> RunResult:
     context = _start_ray(options)
+    stop.arm()
     cluster = ray.cluster_resources()
     gpus = options.trial_gpus(cluster.get("GPU", 0), cuda_graph=plan.base_config().get("cuda_graph") is not False)
     if gpus > cluster.get("GPU", 0):
@@ -126,7 +158,10 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     else:
         record = plan.record(resources={"cpu": options.cpus_per_trial, "gpu": gpus}, command=options.command,
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), provenance=Provenance.collect())
-        record.write(exp_path, filesystem)  # the folder is an experiment from here on
+        try:
+            record.write(exp_path, filesystem)  # the folder is an experiment from here on
+        except OSError as exc:
+            raise RunError(f"cannot write the experiment record in {exp_path} ({exc})") from None
         tuner = ray_tune.Tuner(trainable, param_space=plan.param_space(), tune_config=_tune_config(plan, options),
                                run_config=_run_config(plan, options, name, storage, filesystem))
     # Tune's newer console output ignores a ProgressReporter and prints the design point as a
@@ -137,7 +172,8 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     # nearly every epoch. The local snapshot is a small JSON write (bench/RESULTS.md, Tune overhead), and
     # Tune's separate slow-sync warning (30 s) still fires for a storage that is really slow.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    results = tuner.fit()
+    with _tune_logs_checked():
+        results = stop.fit(tuner)
     return RunResult(path=exp_path, trials=len(results), errors=results.num_errors, best=_best(results, plan))
 
 
@@ -193,13 +229,15 @@ def _reporter(plan: Plan):
 
 
 # ------------------------------------------------------------------------------ folder and cluster
-def _check_folder(filesystem: pafs.FileSystem, exp_path: str, plan: Plan, *, resume: bool) -> None:
-    """A new experiment needs a free folder; --resume needs the record of the same space and budget."""
-    exists = filesystem.get_file_info(exp_path).type != pafs.FileType.NotFound
-    if not resume:
-        if exists:
-            raise RunError(f"{exp_path} already exists; pass --resume to finish it, or choose another --name")
-        return
+# What --resume compares between the record and the plan the command line gives: Tune restores its
+# own scheduler and searcher, so a plan that differs would be printed but not run.
+_STUDY_KEYS = ("space", "design", "base", "factors", "points", "seeds", "metric", "mode", "budget", "epochs",
+               "num_trials", "dataset", "scheduler", "search")
+
+
+def _check_resume(filesystem: pafs.FileSystem, exp_path: str, plan: Plan) -> None:
+    """--resume needs the record of the same study, run the same way (Tune's state is checked once the
+    folder is locked: tune/state.py)."""
     try:
         saved = ExperimentRecord.read(exp_path, filesystem)
     except RecordError as exc:
@@ -207,23 +245,130 @@ def _check_folder(filesystem: pafs.FileSystem, exp_path: str, plan: Plan, *, res
     if (saved.space, saved.budget) != (plan.space.name, plan.budget):
         raise RunError(f"--resume: {exp_path} ran space {saved.space} at budget {saved.budget}; "
                        f"pass --space {saved.space} --budget {saved.budget}")
+    was, now = _study(saved.to_json()), _study(plan.record().to_json())
+    differ = [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
+    if differ:
+        raise RunError(f"--resume: {exp_path} ran with a different {', '.join(differ)}; resume with the flags and "
+                       f"space file it ran with: {saved.command or 'see its cnnsearch.json'}")
+
+
+def _study(record: dict[str, Any]) -> dict[str, Any]:
+    space = record["space"]
+    return {**{k: space.get(k) for k in ("design", "base", "factors", "points", "seeds", "metric", "mode")},
+            "space": space.get("name"), **{k: record.get(k) for k in _STUDY_KEYS if k in record and k != "space"}}
+
+
+_NO_TUNE_SIGINT = "TUNE_DISABLE_SIGINT_HANDLER"
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM, while an experiment runs: the first stops it the way Tune stops on Ctrl-C
+    (Tune's SIGUSR1 handler: running trials end and the state is saved), a second at once; either way
+    `run_experiment` raises Interrupted. Before Tune runs (data loading, Ray's start) a signal stops at
+    once. Tune's own SIGINT handler is kept out, so both signals take the same path."""
+
+    def __init__(self, exp_path: str, trials: int) -> None:
+        self.exp_path, self.trials, self.signum, self.fitting = exp_path, trials, None, False
+
+    def __enter__(self) -> _StopOnSignal:
+        self._saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: ray.init replaces SIGTERM's with one that exits at once. Only the
+        main thread may set handlers; elsewhere (a notebook's worker thread) Tune's own stay."""
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._handle)
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in self._saved.items():
+                signal.signal(s, handler)
+        # Stopped at once (KeyboardInterrupt), or code it landed in failed on its own while unwinding.
+        if self.signum is not None and kind is not None and not issubclass(kind, Interrupted):
+            raise Interrupted(self.signum, self.exp_path, self.trials) from None
+
+    def _handle(self, signum: int, frame) -> None:
+        first, self.signum = self.signum is None, self.signum or signum
+        tune_stop = signal.getsignal(signal.SIGUSR1)  # installed by Tune when its loop starts
+        if first and self.fitting and getattr(tune_stop, "__name__", "") == "signal_interrupt_tune_run":
+            tune_stop(signum, frame)
+            return
+        raise KeyboardInterrupt
+
+    def fit(self, tuner):
+        """`tuner.fit()`, stopped by the signals as above; Interrupted if one came."""
+        self.arm()
+        self.fitting = True
+        main = threading.current_thread() is threading.main_thread()
+        previous = os.environ.get(_NO_TUNE_SIGINT)
+        if main:  # Tune reads it when its loop starts
+            os.environ[_NO_TUNE_SIGINT] = "1"
+        try:
+            results = tuner.fit()
+        finally:
+            if main:
+                os.environ.pop(_NO_TUNE_SIGINT) if previous is None else os.environ.update({_NO_TUNE_SIGINT: previous})
+        if self.signum is not None:
+            raise Interrupted(self.signum, self.exp_path, self.trials)
+        return results
+
+
+class _RestoreFailed(Exception):
+    pass
+
+
+class _TuneLogFilter(logging.Filter):
+    """Tune's log, read for two lines: its resume hint (`Tuner.restore(...)`, not this project's
+    command: dropped) and "Failed to restore the run state", after which Tune would restart the
+    experiment as one trial with empty params: raised out of Tune, so the resume stops there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Failed to restore the run state"):
+            raise _RestoreFailed(record.exc_info[1] if record.exc_info else message)
+        # After a stop, each trial that had not started yet gets a "could not fetch metrics" warning.
+        return "Tuner.restore(" not in message and not message.startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def _tune_logs_checked():
+    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.execution.tune_controller",
+                                              "ray.tune.analysis.experiment_analysis")]
+    check = _TuneLogFilter()
+    for logger in loggers:
+        logger.addFilter(check)
+    try:
+        yield
+    except _RestoreFailed as exc:
+        raise RunError(f"--resume: Tune could not restore the experiment state "
+                       f"({' '.join(str(exc.args[0]).split())[:200]}); it cannot be resumed") from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(check)
 
 
 def _start_ray(options: RunOptions):
     if ray.is_initialized():
         return None
     if options.address:
-        return ray.init(address=options.address)
+        context = ray.init(address=options.address)
+        require_token_auth(options.address)
+        return context
     # Without --address Ray joins a cluster that `ray start` left running on this machine (or RAY_ADDRESS),
     # and then refuses the resources that describe a new one.
     try:
-        return ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=options.dashboard,
-                        dashboard_host=options.dashboard_host)
+        context = ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=options.dashboard,
+                           dashboard_host=options.dashboard_host)
     except ValueError as exc:
         if "existing cluster" not in str(exc):
             raise
         raise RunError("--num-cpus/--num-gpus describe a new local cluster, but a Ray cluster is already running here "
                        "(`ray start`, or RAY_ADDRESS): drop them to run on it, or stop it with `ray stop`") from None
+    require_token_auth(None)  # a cluster it joined may have been started without a token
+    return context
 
 
 def _concurrency(trials: int, cluster: dict[str, float], cpus: float, gpus: float, limit: int | None) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 __all__ = ["RunOptions", "RunError", "default_gpu_share", "SHARED_GPU"]
 
 SHARED_GPU = 0.25  # four trials to a card, where sharing pays
+MAX_RESOURCE = 1_000_000  # CPUs or GPUs: far above any cluster, far below what Ray's resource accounting holds
 
 
 def default_gpu_share(*, mps: bool, cuda_graph: bool) -> float:
@@ -55,19 +56,21 @@ class RunOptions:
     command: str | None = None
 
     def __post_init__(self) -> None:
-        _number("cpus_per_trial", self.cpus_per_trial, above=0)
-        _number("gpus_per_trial", self.gpus_per_trial, least=0)
+        _number("cpus_per_trial", self.cpus_per_trial, above=0, most=MAX_RESOURCE)
+        _number("gpus_per_trial", self.gpus_per_trial, least=0, most=MAX_RESOURCE)
         if self.gpus_per_trial is not None and self.gpus_per_trial > 1 and self.gpus_per_trial != int(self.gpus_per_trial):
             raise RunError(f"--gpus-per-trial above 1 must be a whole number, got {self.gpus_per_trial}")
-        _number("num_gpus", self.num_gpus, least=0)
-        for name in ("max_concurrent", "num_cpus"):
-            _number(name, getattr(self, name), least=1, integer=True)
+        _number("num_gpus", self.num_gpus, least=0, most=MAX_RESOURCE)
+        _number("num_cpus", self.num_cpus, least=1, most=MAX_RESOURCE, integer=True)
+        _number("max_concurrent", self.max_concurrent, least=1, integer=True)
         _number("max_failures", self.max_failures, least=0, integer=True)
         for name in ("resume", "dashboard", "download", "mps"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.storage, str) or not self.storage:
             raise RunError(f"--storage must be a folder or a URI, got {self.storage!r}")
+        if self.name is not None:
+            _folder_name(self.name)
         if self.resume and not self.name:
             raise RunError("--resume needs --name, the experiment to finish (see the folders under --storage)")
         if self.address and (self.num_gpus is not None or self.num_cpus is not None):
@@ -88,9 +91,19 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
 
+def _folder_name(name: Any) -> None:
+    """An experiment name is one folder under --storage: a path (`../x`, `a/b`) would write elsewhere."""
+    if not isinstance(name, str) or not name.strip():
+        raise RunError(f"--name must be a folder name, got {name!r}")
+    if name in (".", "..") or "/" in name or "\\" in name or not name.isprintable() or len(name) > 200:
+        raise RunError(f"--name must be a folder name (no /, \\, .. or control characters, at most 200 "
+                       f"characters), got {name!r}; --storage says where the folder goes")
+
+
 def _number(name: str, value: Any, *, least: float | None = None, above: float | None = None,
-            integer: bool = False) -> None:
-    """None, or a finite number (an int if `integer`) >= `least` / > `above`; RunError naming the flag."""
+            most: float | None = None, integer: bool = False) -> None:
+    """None, or a finite number (an int if `integer`) >= `least` / > `above` / <= `most`; RunError
+    naming the flag."""
     if value is None:
         return
     flag = "--" + name.replace("_", "-")
@@ -101,3 +114,5 @@ def _number(name: str, value: Any, *, least: float | None = None, above: float |
         raise RunError(f"{flag} must be >= {least:g}, got {value:g}")
     if above is not None and value <= above:
         raise RunError(f"{flag} must be > {above:g}, got {value:g}")
+    if most is not None and value > most:
+        raise RunError(f"{flag} must be <= {most:,.0f}, got {value:g}")

@@ -6,16 +6,19 @@ Trial params follow the contract of `search_spaces.trial_config`: the budget-res
 """
 from __future__ import annotations
 
+import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnsearch.config import TrainConfig
-from search_spaces import SCHEDULERS, SETTINGS, ExperimentRecord, Scheduler, SearchSpace, SpaceError
+from cnnsearch.config import MAX_SEED, TrainConfig
+from search_spaces import MAX_TRIALS, SCHEDULERS, SETTINGS, ExperimentRecord, Scheduler, SearchSpace, SpaceError
 
 __all__ = ["Plan", "SEARCHES"]
 
 SEARCHES = ("grid", "random", "optuna")
+LISTED = 1_000  # trials --dry-run lists one by one
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,14 @@ class Plan:
         if not sampled and self.search != "grid":
             raise SpaceError(f"{self.space.path.name}: --search {self.search} needs a space with design: sample "
                              f"(this one is {self.space.design}); use --search grid")
-        if self.num_samples < 1:
-            raise SpaceError("--num-samples must be >= 1")
+        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise SpaceError(f"--num-samples must be an integer >= 1, got {self.num_samples!r}")
+        if self.num_samples > MAX_TRIALS:
+            raise SpaceError(f"--num-samples {self.num_samples:,} is above the most trials an experiment may have "
+                             f"({MAX_TRIALS:,})")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed <= MAX_SEED):
+            raise SpaceError(f"--seed must be an integer in [0, {MAX_SEED}], got {self.seed!r}")
         if self.scheduler not in SCHEDULERS:
             raise SpaceError(f"unknown scheduler {self.scheduler!r}; schedulers: {', '.join(SCHEDULERS)}")
         for key, value in self.settings.items():
@@ -91,7 +100,7 @@ class Plan:
     def num_trials(self) -> int:
         if self.space.design == "sample":
             return self.num_samples
-        return len(self.space.points()) * len(self.seeds)
+        return self.space.num_points * len(self.seeds)
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -112,6 +121,14 @@ class Plan:
         """The base point's flat config at this budget, with the runner's overrides (a fresh dict)."""
         seed = self.seed if self.seed is not None and self.space.design == "sample" else self.seeds[0]
         return self._override(self.space.config(self.budget, None, seed))
+
+    def trial_configs(self) -> set[str] | None:
+        """Every trial's flat config as sorted JSON (None for a sampled design, whose trials are draws):
+        what --resume compares Tune's saved trials with."""
+        if self.space.design == "sample":
+            return None
+        return {json.dumps(self._override(self.space.config(self.budget, point, seed)), sort_keys=True)
+                for point in self.space.points() for seed in self.seeds}
 
     def _override(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "dataset": self.dataset} if self.dataset else config
@@ -161,10 +178,13 @@ class Plan:
             return lines
         base = self.base_config()
         lines.append(f"base: {_compact(base)}")
-        for i, (point, seed) in enumerate((p, s) for p in self.space.points() for s in self.seeds):
+        trials = ((p, s) for _, p in self.space.design_points() for s in self.seeds)
+        for i, (point, seed) in enumerate(itertools.islice(trials, LISTED)):
             config = self._override(self.space.config(self.budget, point, seed))
             changed = {k: v for k, v in config.items() if k != "seed" and base.get(k) != v}
             lines.append(f"  {i + 1:3d}. {point.label} seed={seed}" + (f": {_compact(changed)}" if changed else ""))
+        if self.num_trials > LISTED:
+            lines.append(f"  ... and {self.num_trials - LISTED:,} more")
         return lines
 
 

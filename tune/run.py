@@ -7,8 +7,9 @@
     python -m tune.run --space search --search optuna --num-samples 40 --address ray://head:10001
 
 The flags become a `Plan` (what runs) and `RunOptions` (how and where) for `tune.run_experiment`;
-this module keeps the defaults that depend on the command line, the one-line errors (exit 2) and the
-summary at the end (exit 1 when trials errored).
+this module keeps the defaults that depend on the command line, the one-line errors (exit 2), the
+question before a large plan (--yes), and the summary at the end (exit 1 when trials errored; 130
+after Ctrl-C and 143 after SIGTERM, with the command that resumes).
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ import os
 import socket
 import sys
 
-from cnnsearch.cli import ArgumentParser, fail
+from cnnsearch.cli import ArgumentParser, Interrupt, fail, redact, stop_on_signals
 
 __all__ = ["main", "build_parser"]
 
 PROG = "python -m tune.run"
 TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cluster token
+ASK_ABOVE = 1_000  # trials: a larger plan runs only with --yes
 
 
 def build_parser() -> ArgumentParser:
@@ -39,6 +41,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
     g.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    g.add_argument("--yes", action="store_true", help=f"run a plan of more than {ASK_ABOVE:,} trials without asking")
     g = p.add_argument_group("search")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="; ".join(f"{s.name} {s.about}" for s in SCHEDULERS.values()) +
@@ -75,8 +78,18 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        with stop_on_signals():
+            return _main(argv)
+    except Interrupt as stop:  # before the experiment started (loading the space, probing GPUs)
+        print(f"{PROG}: interrupted ({stop.how}) before the experiment started; nothing was run", file=sys.stderr)
+        return stop.code
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
 
     from search_spaces import SETTINGS, SpaceError, load_space
 
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, mps=args.mps,
             storage=args.storage, name=args.name,
             resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
-            command=" ".join([PROG, *(sys.argv[1:] if argv is None else argv)]))
+            command=redact(" ".join([PROG, *argv])))
         space = load_space(args.space)
         gpus_here = _gpus_available(args)
         budget = args.budget if args.budget != "auto" else ("full" if gpus_here else "cpu")
@@ -105,17 +118,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("\n".join(plan.describe()))
         return 0
+    if plan.num_trials > ASK_ABOVE and not args.yes and not args.resume:
+        fail(f"this plan runs {plan.num_trials:,} trials of up to {plan.epochs} epochs ({plan.num_trials * plan.epochs:,} "
+             f"epochs at most); pass --yes to run it, or --dry-run to list them", prog=PROG)
 
-    from .experiment import run_experiment
+    from .experiment import Interrupted, run_experiment
 
     try:
         result = run_experiment(plan, options)
     except RunError as exc:
         fail(str(exc), prog=PROG)
-    return _summary(result, plan, args)
+    except Interrupted as stop:
+        return _interrupted(stop, argv, plan)
+    return _summary(result, plan, args, argv)
 
 
-def _summary(result, plan, args: argparse.Namespace) -> int:
+def _resume_command(argv: list[str], budget: str, name: str) -> str:
+    """The command that finishes this experiment: the same flags, at the budget it ran, under its name."""
+    keep, skip = [], 0
+    for arg in argv:
+        if skip:
+            skip -= 1
+        elif arg in ("--budget", "--name"):
+            skip = 1
+        elif not arg.startswith(("--budget=", "--name=")) and arg not in ("--resume", "--yes"):
+            keep.append(arg)
+    return redact(" ".join([PROG, *keep, "--budget", budget, "--name", name, "--resume"]))
+
+
+def _interrupted(stop, argv: list[str], plan) -> int:
+    """One line: how far it got and how to finish it. Exit 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM."""
+    how = Interrupt(stop.signum).how
+    if stop.resumable:
+        then = (f"{stop.finished} of {stop.trials} trials finished; finish it with: "
+                f"{_resume_command(argv, plan.budget, os.path.basename(stop.path))}")
+    else:
+        then = "no trial had started, so there is nothing to resume"
+    print(f"\n{PROG}: interrupted ({how}): {then}", file=sys.stderr)
+    return 128 + stop.signum
+
+
+def _summary(result, plan, args: argparse.Namespace, argv: list[str]) -> int:
     """The last lines of a run: the best trial, the count, where the results are and what to run next."""
     print()
     if result.best is not None:
@@ -124,8 +167,8 @@ def _summary(result, plan, args: argparse.Namespace) -> int:
     print(f"{result.trials} trials, {result.errors} errored; results in {result.path}")
     print(f"next: python -m analysis report {result.path}")
     if result.errors:
-        print(f"some trials errored; `{PROG} --space {args.space} --budget {plan.budget} --name "
-              f"{os.path.basename(result.path)} --storage {args.storage} --resume` retries them", file=sys.stderr)
+        print(f"some trials errored; `{_resume_command(argv, plan.budget, os.path.basename(result.path))}` retries them",
+              file=sys.stderr)
     return 1 if result.errors else 0
 
 
@@ -156,7 +199,9 @@ def _send_token_if_any() -> None:
 
 def _gpus_available(args: argparse.Namespace) -> bool:
     """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
-    run), declared logical GPUs, or real ones on this machine."""
+    run; one without token authentication is refused), declared logical GPUs, or real ones here."""
+    from .options import RunError
+
     if args.address and not args.dry_run:
         _check_reachable(args.address)
         _send_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
@@ -169,6 +214,12 @@ def _gpus_available(args: argparse.Namespace) -> bool:
                  f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); if it uses "
                  f"token authentication (Ray's default), put its token (`ray get-auth-token` on the head) in "
                  f"{TOKEN_FILE} or RAY_AUTH_TOKEN", prog=PROG)
+        from .cluster import require_token_auth
+
+        try:
+            require_token_auth(args.address)
+        except RunError as exc:
+            fail(str(exc), prog=PROG)
         return ray.cluster_resources().get("GPU", 0) > 0
     if args.num_gpus is not None:
         return args.num_gpus > 0

@@ -36,7 +36,12 @@ def train_trial(params: dict[str, Any], data: Dataset, *,
     started_at = time.time()
     # Tune logs a line per saved checkpoint, i.e. per epoch and trial: noise in the driver's console.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    config = TrainConfig.from_dict(trial_config(params))
+    # Tune restarts an experiment whose state it cannot restore with one trial of empty params, which
+    # TrainConfig's defaults would make a full ResNet-18 run. Every trial a Plan makes has a seed.
+    if not params or "seed" not in params:
+        raise ValueError(f"refusing trial params {dict(params or {})!r}: not a trial of a cnnsearch plan (no seed); "
+                         "was the experiment state lost?")
+    config = TrainConfig.from_dict(trial_config(params))  # unknown keys raise
     device = _claim_device()
     checkpoint = ray.tune.get_checkpoint()
     state = None

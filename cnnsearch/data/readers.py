@@ -183,10 +183,12 @@ def _torchvision_decoders() -> Iterator[None]:
 def _read_bytes(path: str | Path) -> torch.Tensor:
     try:
         with open(path, "rb") as f:
-            # bytearray: torch.frombuffer wants a writable buffer
-            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+            data = bytearray(f.read())  # writable, as torch.frombuffer wants
     except OSError as e:
         raise DataError(f"cannot read image {path}: {_one_line(e)}") from None
+    if not data:  # torch.frombuffer refuses an empty buffer with a message that names no file
+        raise DataError(f"cannot decode image {path}: the file is empty (0 bytes)")
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def _decode_one(path: str | Path, data: torch.Tensor, mode: ImageReadMode) -> torch.Tensor:
