@@ -159,15 +159,17 @@ def main(argv: list[str] | None = None) -> int:
 def _progress(args: argparse.Namespace, argv: list[str] | None) -> str:
     """What an interrupted run leaves: the epoch its checkpoint holds and how to continue."""
     out = getattr(args, "out_path", None)
-    try:
-        epochs = json.loads((out / "metrics.json").read_text())["epochs"] if out else []
-    except (OSError, ValueError, KeyError, TypeError):
-        epochs = []
-    if not epochs:
+    try:  # the checkpoint itself, not metrics.json: a signal can land between writing the one and the other
+        from .engine import load_checkpoint
+
+        epoch = load_checkpoint(out / "checkpoint.pt")["epoch"] if out else 0
+    except (ValueError, KeyError, TypeError):
+        epoch = 0
+    if not epoch:
         return "no epoch had finished, so there is nothing to resume"
     given = sys.argv[1:] if argv is None else argv
     again = [a for a in given if a != "--resume"] + ([] if args.out else ["--out", str(out)]) + ["--resume"]
-    return (f"the checkpoint of epoch {epochs[-1]['epoch']} is in {out / 'checkpoint.pt'}; continue with: "
+    return (f"the checkpoint of epoch {epoch} is in {out / 'checkpoint.pt'}; continue with: "
             f"python -m cnnsearch.train {' '.join(again)}")
 
 
