@@ -5,9 +5,11 @@ import argparse
 import sys
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "UsageError", "fail"]
+__all__ = ["ArgumentParser", "UsageError", "fail", "DATA_DIR_HELP"]
 
 EXIT_USAGE = 2
+DATA_DIR_HELP = ("data root (default: $CNNSEARCH_DATA_DIR, else .data/ in a checkout with ../shared/data beside it, "
+                 "else the user cache folder)")
 
 
 class UsageError(Exception):
