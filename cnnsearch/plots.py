@@ -13,8 +13,11 @@ from matplotlib.figure import Figure
 __all__ = ["plot_curves", "plot_confusion"]
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """Train and validation loss (left) and accuracy (right) against epoch."""
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Figure:
+    """Train and validation loss (left) and accuracy (right) against epoch (whole-number ticks); returns
+    the figure it saved."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -25,12 +28,14 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def plot_confusion(confusion, classes: Sequence[str], path: str | os.PathLike, title: str = "") -> None:
