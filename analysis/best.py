@@ -68,7 +68,7 @@ def evaluate_best(experiment: Experiment, *, trial_id: str | None = None, data_d
     target = resolve_device(device)
     state, kept = None, ""
     if not retrain and isinstance(row.get("best_checkpoint"), str):
-        state, kept = experiment.read_checkpoint(row["trial_id"], best=True), "its best epoch's checkpoint"
+        state, kept = experiment.read_checkpoint(row["trial_id"], best=True), f"the checkpoint of its best {experiment.metric}"
     elif not retrain and isinstance(row["checkpoint"], str):
         state = experiment.read_checkpoint(row["trial_id"])
         kept = "its last checkpoint (the best epoch's was not kept)"

@@ -272,7 +272,9 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
         "device": last.get("device"),
         "cpu": record.resources.get("cpu"), "gpu": record.resources.get("gpu"),
         "checkpoint": _latest_checkpoint(filesystem, files),
-        "best_checkpoint": _checkpoint_of(filesystem, files, best),
+        # Of epochs tied at the best value Tune keeps the latest's checkpoint: any of them will do.
+        "best_checkpoint": next(filter(None, (_checkpoint_of(filesystem, files, r) for r in scored
+                                              if best is not None and r[metric] == best[metric])), None),
     })
     trial.update({f"config/{k}": (level_key(v) if isinstance(v, (list, dict)) else v) for k, v in config.items()})
     epoch_rows = [{"trial_id": trial_id, **{c: r.get(c) for c in EPOCH_COLUMNS}} for r in rows]

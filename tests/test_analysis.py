@@ -218,7 +218,9 @@ def test_best_cli_prints_config_and_test_accuracy(tiny_run, data_root, capsys, t
     assert config["model"] == "basecnn" and config["seed"] == best["seed"]
     accuracy = float(re.search(r"^test accuracy: (\d\.\d{4}) \(10000 images\)", out, flags=re.M).group(1))
     assert 0.0 <= accuracy <= 1.0
-    assert f"restored from its best epoch's checkpoint (epoch {best['best_epoch']} of {MAX_EPOCHS})" in out
+    restored = int(re.search(rf"restored from the checkpoint of its best val_acc \(epoch (\d) of {MAX_EPOCHS}\)", out).group(1))
+    at = exp.epochs.set_index(["trial_id", "epoch"])["val_acc"]
+    assert at[(best["trial_id"], restored)] == best["best_val_acc"]  # the best epoch, or one tied with it
 
     words = shlex.split(re.search(r"^retrain: (.+)$", out, flags=re.M).group(1))
     assert words[:3] == ["python", "-m", "cnnsearch.train"] and words[-2:] == ["--out", "runs/train/tiny-best"]

@@ -76,7 +76,7 @@ def estimate(plan, *, device: str, concurrent: int, gpu_share: float = 1.0, mps:
     dataset = plan.dataset_name
     if dataset not in SIZES:
         return f"estimated time: none (speeds are known for {', '.join(SIZES)}, not {dataset})"
-    table = _table("gpu" if device == "cuda" else "cpu")
+    table = _speeds()["gpu" if device == "cuda" else "cpu"]
     sharing = "alone" if gpu_share >= 1 else ("mps4" if mps else "shared4")
     rows = [r for r in table["rows"] if device != "cuda" or r["sharing"] == sharing]
 
@@ -134,10 +134,6 @@ def concurrency(trials: int, cluster: Mapping[str, float], cpus: float, gpus: fl
 @lru_cache(maxsize=None)
 def _speeds() -> dict[str, Any]:
     return json.loads(SPEEDS_FILE.read_text())
-
-
-def _table(kind: str) -> dict[str, Any]:
-    return _speeds()[kind]
 
 
 def _trial_configs(plan) -> list[list[dict[str, Any]]]:

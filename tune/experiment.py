@@ -22,7 +22,7 @@ import ray
 from pyarrow import fs as pafs
 from ray import tune as ray_tune
 
-from search_spaces import ExperimentRecord, Provenance, RecordError, locate_folder, trial_config
+from search_spaces import ExperimentRecord, Provenance, RecordError, level_label, locate_folder, trial_config
 
 from . import faults
 from .estimate import concurrency, estimate_line
@@ -207,13 +207,20 @@ def _trial_dirname(trial) -> str:
     point = trial.config.get("design_point")
     if isinstance(point, dict):
         label = point["label"] if point.get("label") != "base" else None
-    else:  # grid and sampled designs: the values Tune chose (flattened keys, e.g. recipe/lr)
-        label = ",".join(f"{k.rsplit('/', 1)[-1]}={f'{v:.3g}' if isinstance(v, float) else v}"
-                         for k, v in (trial.evaluated_params or {}).items() if k not in ("seed", "model"))
+    else:  # grid and sampled designs: the levels Tune chose
+        label = ",".join(_level_words(k, v) for k, v in (trial.evaluated_params or {}).items()
+                         if k not in ("seed", "model"))
     what = "_".join(p for p in (trial.config.get("model", "model"), label) if p)
     what = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), what)  # [3,3,3,3] -> 3-3-3-3
     what = re.sub(r"[^A-Za-z0-9_.=-]+", "_", what)[:100]  # the id after it keeps the name unique
     return f"{what}_s{trial.config.get('seed', 0)}_{trial.trial_id}"
+
+
+def _level_words(key: str, value: Any) -> str:
+    """`dropout=0.156`, or a multi-key level's own keys (`optimizer=sgd,lr=0.01`)."""
+    if isinstance(value, Mapping):
+        return level_label(value)
+    return f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={level_label(value)}"
 
 
 def _reporter(plan: Plan, options: RunOptions):

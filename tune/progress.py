@@ -13,17 +13,15 @@ from ray.tune import ProgressReporter
 
 __all__ = ["ProgressLine", "trial_label"]
 
+
 def trial_label(config: dict[str, Any], plan) -> str:
     """How a trial is named in progress lines: its design point, or its factors' values, and its seed."""
     point = config.get("design_point")
     if isinstance(point, dict):
         label = point.get("label", "?")
-    else:
-        parts = []
-        for factor in plan.space.factors:
-            value = config.get(factor.name)
-            parts.append(f"{factor.name}={value:.3g}" if isinstance(value, float) else f"{factor.name}={value}")
-        label = ",".join(parts) or "base"
+    else:  # grid and sampled designs: Tune's config holds each factor's level (a mapping for a multi-key one)
+        label = ",".join(f"{f.name}={config.get(f.name):.3g}" if f.continuous else f.label(config.get(f.name))
+                         for f in plan.space.factors) or "base"
     return f"{label} seed {config.get('seed', 0)}"
 
 
@@ -100,7 +98,7 @@ class ProgressLine(ProgressReporter):
         return epoch if isinstance(epoch, int) else 0
 
     def _state(self, trials) -> tuple:
-        return (tuple(sorted((t.trial_id, t.status, self._epoch(t)) for t in trials)),)
+        return tuple(sorted((t.trial_id, t.status, self._epoch(t)) for t in trials))
 
 
 def _clock(seconds: float) -> str:
