@@ -266,15 +266,15 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
         values = [r[m] for r in rows if _finite(r.get(m))]
         trial[f"best_{m}"] = (max if mode == "max" else min)(values) if values else float("nan")
         trial[f"last_{m}"] = last.get(m, float("nan"))
+    # Of epochs tied at the best value Tune keeps the latest's checkpoint: any of them will do.
+    tied = [_checkpoint_of(filesystem, files, r) for r in scored if r[metric] == best[metric]] if best else []
     trial.update({
         "wall_time_s": float(last.get("time_total_s", float("nan"))),
         "train_time_s": float(sum(r.get("epoch_time_s", 0.0) for r in rows)),
         "device": last.get("device"),
         "cpu": record.resources.get("cpu"), "gpu": record.resources.get("gpu"),
         "checkpoint": _latest_checkpoint(filesystem, files),
-        # Of epochs tied at the best value Tune keeps the latest's checkpoint: any of them will do.
-        "best_checkpoint": next(filter(None, (_checkpoint_of(filesystem, files, r) for r in scored
-                                              if best is not None and r[metric] == best[metric])), None),
+        "best_checkpoint": next((path for path in tied if path), None),
     })
     trial.update({f"config/{k}": (level_key(v) if isinstance(v, (list, dict)) else v) for k, v in config.items()})
     epoch_rows = [{"trial_id": trial_id, **{c: r.get(c) for c in EPOCH_COLUMNS}} for r in rows]

@@ -59,8 +59,7 @@ def default_data_dir(*, unpack: bool = False) -> Path:
 
 def _unpack_shared(dest: Path) -> None:
     """Run the shared data's unpack.sh into `dest` (idempotent: a quick check once it has run)."""
-    first = not dest.exists()
-    if first:
+    if not dest.exists():
         print(f"cnnsearch: unpacking the data in {SHARED_DATA} into {dest} (first use; a few seconds)",
               file=sys.stderr, flush=True)
     done = subprocess.run(["bash", str(SHARED_DATA / "unpack.sh"), str(dest)], capture_output=True, text=True)
