@@ -11,7 +11,7 @@ import os
 import sys
 import warnings
 
-from cnnsearch.cli import ArgumentParser, Interrupt, fail, stop_on_signals
+from cnnsearch.cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, stop_on_signals
 
 __all__ = ["main", "build_parser"]
 
@@ -37,12 +37,13 @@ def build_parser() -> ArgumentParser:
     b.add_argument("run_dir", metavar="RUN_DIR", help="experiment folder: a path or a pyarrow URI")
     b.add_argument("--retrain", action="store_true", help="train the config again instead of restoring its checkpoint")
     b.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    b.add_argument("--export", metavar="DIR", help="write the model to DIR: model.pt2 (torch.export) and winner.json")
     _data_args(b)
     return p
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
+    p.add_argument("--data-dir", help=DATA_DIR_HELP)
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
 
 
@@ -111,6 +112,17 @@ def _best(args: argparse.Namespace) -> int:
     print(f"config: {json.dumps(best.config, sort_keys=True)}")
     print(f"model: {best.model_from}")
     print(f"test accuracy: {best.test.accuracy:.4f} ({int(best.test.confusion.sum())} images), test loss {best.test.loss:.4f}")
+    from .best import export_model, retrain_command
+
+    print(f"retrain: {retrain_command(best.config, os.path.join('runs', 'train', experiment.name + '-best'))}")
+    if args.export:
+        try:
+            paths = export_model(best, args.export)
+        except OSError as exc:
+            fail(f"--export {args.export}: {exc.strerror or exc}", prog=PROG)
+        print(f"exported: {' and '.join(paths)} (torch.export.load(PATH).module() takes uint8 images (B, C, H, W))")
+    else:
+        print(f"export: python -m analysis best {args.run_dir} --export {experiment.name}-best")
     return 0
 
 

@@ -109,14 +109,15 @@ class Experiment:
                 out.append(f.name)
         return out
 
-    def read_checkpoint(self, trial_id: str) -> dict[str, Any]:
-        """The latest-epoch engine checkpoint of a trial (`cnnsearch.engine.load_checkpoint`'s dict)."""
+    def read_checkpoint(self, trial_id: str, *, best: bool = False) -> dict[str, Any]:
+        """The latest-epoch engine checkpoint of a trial (`cnnsearch.engine.load_checkpoint`'s dict), or
+        with `best` its best epoch's (Tune keeps both)."""
         from cnnsearch.engine import load_checkpoint
 
         row = self.trials.set_index("trial_id").loc[trial_id]
-        path = row["checkpoint"]
+        path = row["best_checkpoint" if best else "checkpoint"]
         if not isinstance(path, str) or not path:
-            raise ExperimentError(f"trial {row['folder']} has no checkpoint")
+            raise ExperimentError(f"trial {row['folder']} has no {'best-epoch ' if best else ''}checkpoint")
         if self.filesystem is None or self.filesystem.type_name == "local":
             return load_checkpoint(path)
         with tempfile.TemporaryDirectory() as folder:  # torch.load needs a seekable local file
@@ -266,12 +267,15 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
         values = [r[m] for r in rows if _finite(r.get(m))]
         trial[f"best_{m}"] = (max if mode == "max" else min)(values) if values else float("nan")
         trial[f"last_{m}"] = last.get(m, float("nan"))
+    # Of epochs tied at the best value Tune keeps the latest's checkpoint: any of them will do.
+    tied = [_checkpoint_of(filesystem, files, r) for r in scored if r[metric] == best[metric]] if best else []
     trial.update({
         "wall_time_s": float(last.get("time_total_s", float("nan"))),
         "train_time_s": float(sum(r.get("epoch_time_s", 0.0) for r in rows)),
         "device": last.get("device"),
         "cpu": record.resources.get("cpu"), "gpu": record.resources.get("gpu"),
         "checkpoint": _latest_checkpoint(filesystem, files),
+        "best_checkpoint": next((path for path in tied if path), None),
     })
     trial.update({f"config/{k}": (level_key(v) if isinstance(v, (list, dict)) else v) for k, v in config.items()})
     epoch_rows = [{"trial_id": trial_id, **{c: r.get(c) for c in EPOCH_COLUMNS}} for r in rows]
@@ -297,6 +301,15 @@ def _latest_checkpoint(filesystem, files: dict) -> str | None:
         if filesystem.get_file_info(path).type == pafs.FileType.File:
             return path
     return None
+
+
+def _checkpoint_of(filesystem, files: dict, row: dict | None) -> str | None:
+    """The checkpoint reported with `row` (Tune names it in the row), if it is still kept."""
+    name = (row or {}).get("checkpoint_dir_name")
+    if not isinstance(name, str) or name not in files:
+        return None
+    path = f"{files[name].path}/{CHECKPOINT_FILE}"
+    return path if filesystem.get_file_info(path).type == pafs.FileType.File else None
 
 
 def _finite(value: Any) -> bool:

@@ -11,9 +11,11 @@ import threading
 from collections.abc import Iterator
 from typing import NoReturn
 
-__all__ = ["ArgumentParser", "UsageError", "Interrupt", "fail", "redact", "stop_on_signals"]
+__all__ = ["ArgumentParser", "UsageError", "Interrupt", "fail", "redact", "stop_on_signals", "DATA_DIR_HELP"]
 
 EXIT_USAGE = 2
+DATA_DIR_HELP = ("data root (default: $CNNSEARCH_DATA_DIR, else .data/ in a checkout with ../shared/data beside it, "
+                 "else the user cache folder)")
 
 # Credentials a storage URI can carry: user:password@ (s3://KEY:SECRET@bucket) and query parameters
 # such as ?access_key=...&secret_key=...&session_token=... (AWS secrets may contain '/').

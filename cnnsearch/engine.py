@@ -190,7 +190,9 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
     checkpoint: a path or state dict from an earlier run of the same config; training resumes after
         its last epoch and ends with exactly the metrics of an uninterrupted run (on CPU).
     device: overrides `config.device` (a Tune trial passes the GPU it was given).
-    progress: wraps the batch iterator of each epoch (e.g. a tqdm factory) for a progress bar.
+    progress: progress(batches, total=N, totals=F) wraps the batch iterator of each epoch for a progress
+        bar; F() gives (sum of losses, correct predictions) over the batches trained so far this epoch
+        (it waits for the device: call it now and then, not per batch).
 
     A NaN or inf loss ends the run with status "diverged" instead of raising.
     """
@@ -284,7 +286,7 @@ def _train_epoch(step: EagerStep, train: ImageSplit, config: TrainConfig, genera
     step.start_epoch()
     batches = iterate_batches(train, config.batch_size, shuffle=True, generator=generator, augment=augment)
     if progress is not None:
-        batches = progress(batches, total=math.ceil(len(train) / config.batch_size))
+        batches = progress(batches, total=math.ceil(len(train) / config.batch_size), totals=step.totals)
     for images, labels in batches:
         step(images, labels)
     loss_sum, correct = step.totals()

@@ -15,7 +15,10 @@ __all__ = ["plot_curves", "plot_confusion"]
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> Figure:
-    """Train and validation loss (left) and accuracy (right) against epoch; returns the figure."""
+    """Train and validation loss (left) and accuracy (right) against epoch (whole-number ticks); returns
+    the figure it saved."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)

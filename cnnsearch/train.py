@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import ArgumentParser, Interrupt, fail, int_list, stop_on_signals
+from .cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, int_list, stop_on_signals
 from .config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 
 __all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
@@ -44,7 +44,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--width", type=float, help="channel multiplier, e.g. 0.25 for a narrow network on CPU")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help="cifar10, cifar100, mnist or imagefolder:PATH")
-    g.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
+    g.add_argument("--data-dir", help=DATA_DIR_HELP)
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     g.add_argument("--val-size", type=int, help="validation images carved from train (default 5000)")
     g.add_argument("--split-seed", type=int, help="seed of the train/validation split (default 0, fixed across --seed)")
@@ -144,6 +144,23 @@ def _write_text(path: Path, text: str) -> None:
             os.remove(tmp)
 
 
+def _progress_bar(batches, *, total: int, totals, every_s: float = 0.5):
+    """A tqdm bar over one epoch's batches with the running training loss and accuracy. They are read
+    every `every_s` seconds, not per batch: reading them waits for the device."""
+    from tqdm import tqdm
+
+    seen, shown = 0, time.monotonic()
+    with tqdm(total=total, leave=False, unit="batch", file=sys.stderr) as bar:
+        for images, labels in batches:
+            yield images, labels  # the step trains on this batch before the generator resumes
+            seen += len(labels)
+            bar.update()
+            if time.monotonic() - shown >= every_s or bar.n == total:
+                loss_sum, correct = totals()
+                bar.set_postfix({"loss": f"{loss_sum / seen:.4f}", "acc": f"{100 * correct / seen:.1f}%"})
+                shown = time.monotonic()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -217,6 +234,7 @@ def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_pa
     from tqdm import tqdm
 
     from .data import DataError, load_dataset
+    from .data.splits import split_sizes
     from .engine import Execution, evaluate, fit, load_checkpoint, resolve_device
     from .models import describe_model
     from .plots import plot_confusion, plot_curves
@@ -229,8 +247,14 @@ def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_pa
     except (ValueError, DataError) as exc:
         fail(str(exc), prog=prog)
 
-    print(f"{config.model} on {data.name}: {len(data.train)} train / {len(data.test)} test images, "
-          f"{data.num_classes} classes, device {device}; writing to {out}", flush=True)
+    try:
+        train_n, val_n = split_sizes(data, val_size=config.val_size, seed=config.split_seed,
+                                     train_subset=config.train_subset)
+    except ValueError as exc:  # e.g. --train-subset larger than a class
+        fail(str(exc), prog=prog)
+    print(f"{config.model} on {data.name}: {train_n} train / {val_n} validation images (of {len(data.train)} in its "
+          f"training split) / {len(data.test)} test, {data.num_classes} classes, device {device}; writing to {out}",
+          flush=True)
 
     def on_epoch(metrics: dict[str, Any], state) -> None:
         state.save(checkpoint_path)
@@ -239,7 +263,7 @@ def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_pa
         tqdm.write(format_epoch(metrics, config.epochs))
 
     history: list[dict[str, Any]] = list(checkpoint["history"]) if checkpoint else []
-    progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, leave=False, unit="batch", file=sys.stderr))
+    progress = None if args.quiet else _progress_bar
     try:
         result = fit(config, data, on_epoch=on_epoch, checkpoint=checkpoint, device=device, progress=progress)
         shape = (data.in_channels, data.image_size, data.image_size)

@@ -203,8 +203,19 @@ def test_report_rejects_claims_that_do_not_fit(tiny_run, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "bad.yaml" in err and "claims[0].dropout" in err and "0.9" in err
 
 
-def test_best_cli_prints_config_and_test_accuracy(tiny_run, data_root, capsys):
-    assert main(["best", str(tiny_run), "--data-dir", str(data_root), "--no-download", "--device", "cpu"]) == 0
+def test_best_cli_prints_config_and_test_accuracy(tiny_run, data_root, capsys, tmp_path):
+    """`analysis best` restores the best trial's best epoch (Tune keeps that checkpoint besides the last),
+    prints the command that retrains its config, and --export writes a model that torch alone runs."""
+    import shlex
+
+    import torch
+
+    from cnnsearch.config import TrainConfig
+    from cnnsearch.data import load_dataset
+    from cnnsearch.train import build_parser, config_from_args
+
+    assert main(["best", str(tiny_run), "--data-dir", str(data_root), "--no-download", "--device", "cpu",
+                 "--export", str(tmp_path / "winner")]) == 0
     out = capsys.readouterr().out
     exp = load_experiment(tiny_run)
     best = exp.trials.loc[exp.trials["best_val_acc"].idxmax()]
@@ -213,7 +224,20 @@ def test_best_cli_prints_config_and_test_accuracy(tiny_run, data_root, capsys):
     assert config["model"] == "basecnn" and config["seed"] == best["seed"]
     accuracy = float(re.search(r"^test accuracy: (\d\.\d{4}) \(10000 images\)", out, flags=re.M).group(1))
     assert 0.0 <= accuracy <= 1.0
-    assert "restored from its checkpoint" in out
+    restored = int(re.search(rf"restored from the checkpoint of its best val_acc \(epoch (\d) of {MAX_EPOCHS}\)", out).group(1))
+    at = exp.epochs.set_index(["trial_id", "epoch"])["val_acc"]
+    assert at[(best["trial_id"], restored)] == best["best_val_acc"]  # the best epoch, or one tied with it
+
+    words = shlex.split(re.search(r"^retrain: (.+)$", out, flags=re.M).group(1))
+    assert words[:3] == ["python", "-m", "cnnsearch.train"] and words[-2:] == ["--out", "runs/train/tiny-best"]
+    assert config_from_args(build_parser().parse_args(words[3:])) == TrainConfig.from_dict(config)
+
+    program = torch.export.load(str(tmp_path / "winner" / "model.pt2")).module()
+    test = load_dataset("cifar10", data_dir=data_root, download=False, progress=False).test
+    with torch.no_grad():
+        predicted = torch.cat([program(images).argmax(1) for images in test.images.split(2000)])  # uint8 in
+    assert (predicted == test.labels).double().mean().item() == pytest.approx(accuracy, abs=1e-4)
+    assert json.loads((tmp_path / "winner" / "winner.json").read_text())["config"] == config
 
 
 def test_notebook_executes(tiny_run, data_root, claims_file, monkeypatch):

@@ -1,7 +1,7 @@
 """Tests for cnnsearch.data: loaders on small files written here, the cache, splits, augmentation and batching.
 
-One test loads the real CIFAR-10 from $CNNSEARCH_DATA_DIR (CI sets it; without it the test fails under CI and
-is skipped elsewhere).
+One test loads the real CIFAR-10 from the tests' data root (tests/conftest.py: $CNNSEARCH_DATA_DIR, else the
+shared data beside the checkout).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+import cnnsearch.data.paths as paths
 import cnnsearch.data.sources as sources
 from cnnsearch.data import (
     Augment,
@@ -33,16 +34,16 @@ from cnnsearch.data import (
 )
 from cnnsearch.data.cache import CACHE_FOLDER
 
-# Captured before the isolation fixture below clears it.
-REAL_DATA_DIR = os.environ.get("CNNSEARCH_DATA_DIR")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
-    """Keep every test's user cache in its own temp folder, and the data root explicit."""
+    """Keep every test's user cache in its own temp folder, and the data root explicit (no shared data
+    beside the checkout either)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.delenv("CNNSEARCH_DATA_DIR", raising=False)
+    monkeypatch.setattr(paths, "SHARED_DATA", None)
 
 
 # --- writers for small data sets in the real on-disk formats --------------------------------------------------
@@ -298,6 +299,33 @@ def test_default_data_dir_env_then_user_cache(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path / "mine"
     write_mnist(tmp_path / "mine")
     assert len(load_dataset("mnist", progress=False).train) == 30  # data_dir=None uses it
+    # `export CNNSEARCH_DATA_DIR=$(unpack.sh ...)` exports "" when the command fails: an error, not a fallback.
+    for value, message in (("", "is set but empty"), (str(tmp_path / "mine" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"),
+                                                       "is not a folder")):
+        monkeypatch.setenv("CNNSEARCH_DATA_DIR", value)
+        with pytest.raises(DataError, match=message) as info:
+            load_dataset("mnist", progress=False)
+        assert "\n" not in str(info.value)
+
+
+def test_shared_data_beside_a_checkout_is_unpacked_once(tmp_path, monkeypatch, capsys):
+    """Without --data-dir or $CNNSEARCH_DATA_DIR, a checkout with ../shared/data/unpack.sh beside it uses
+    its .data/, which that script fills on first use (with a message); a failing script is a DataError."""
+    checkout, shared = tmp_path / "checkout", tmp_path / "shared" / "data"
+    write_mnist(shared)
+    shared.joinpath("unpack.sh").write_text(
+        'set -e; mkdir -p "$1"; [ -e "$1/MNIST" ] || cp -r "$(dirname "$0")/MNIST" "$1/MNIST"; echo "$1"\n')
+    monkeypatch.setattr(paths, "CHECKOUT", checkout)
+    monkeypatch.setattr(paths, "SHARED_DATA", shared)
+    assert default_data_dir() == checkout / ".data" and not (checkout / ".data").exists()  # nothing unpacked yet
+    assert len(load_dataset("mnist", progress=False).train) == 30
+    assert (checkout / ".data" / "MNIST" / "raw").is_dir()
+    assert f"unpacking the data in {shared} into {checkout / '.data'}" in capsys.readouterr().err
+    assert len(load_dataset("mnist", progress=False).train) == 30
+    assert "unpacking" not in capsys.readouterr().err  # once
+    shared.joinpath("unpack.sh").write_text('echo "unpack.sh: no space left" >&2; exit 1\n')
+    with pytest.raises(DataError, match=r"unpacking .* failed \(unpack.sh: no space left\); set CNNSEARCH_DATA_DIR"):
+        load_dataset("mnist", progress=False)
 
 
 # --- the decoded-tensor cache -----------------------------------------------------------------------------------
@@ -399,16 +427,8 @@ def test_failed_cache_write_leaves_no_file(tmp_path, monkeypatch):
 # --- real CIFAR-10 ---------------------------------------------------------------------------------------------
 
 
-def test_real_cifar10(monkeypatch):
-    root = Path(REAL_DATA_DIR) if REAL_DATA_DIR else None
-    if root is None or not ((root / "cifar10-jpeg").is_dir() or (root / "cifar-10-batches-py").is_dir()):
-        why = (
-            f"real CIFAR-10 not found: CNNSEARCH_DATA_DIR={REAL_DATA_DIR!r} should hold cifar10-jpeg/ "
-            "(run ../shared/data/unpack.sh DIR) or cifar-10-batches-py/"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+def test_real_cifar10(data_root, monkeypatch):
+    root = data_root
     monkeypatch.setenv("CNNSEARCH_DATA_DIR", str(root))
     monkeypatch.delenv("XDG_CACHE_HOME")  # a read-only data root then caches where later runs find it
     ds = load_dataset("cifar10", download=False, progress=False)

@@ -415,8 +415,16 @@ def test_describe_rejects_bad_input_shape():
 def test_models_cli_lists_every_model_with_its_options(capsys):
     from cnnsearch.models.__main__ import main
 
-    main()
+    assert main([]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == list_models()
     resnet = next(line for line in lines if line.startswith("resnet18 "))
     assert "stem_kernel=3" in resnet and "blocks_per_stage=(2, 2, 2, 2)" in resnet
+    # --help is help (not the list); anything else is a one-line error, exit 2.
+    for argv, code in ((["--help"], 0), (["resnet"], 2)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == code
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: python -m cnnsearch.models") and "resnet18" not in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "unrecognized arguments: resnet" in captured.err

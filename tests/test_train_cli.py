@@ -49,6 +49,29 @@ def test_end_to_end_writes_outputs_and_resumes(data_root, tmp_path):
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [1, 2, 3]
 
 
+def test_progress_bar_shows_the_loss_and_the_images_used(data_root, tmp_path):
+    """The first line counts the images training really uses (not the data set's), and the progress bar
+    (on stderr, without --quiet) shows the running loss and accuracy."""
+    args = [a for a in TINY_ARGS if a != "--quiet"]
+    proc = run_cli(*args, "--epochs", "1", "--out", str(tmp_path / "run"), env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("lenet5 on mnist: 100 train / 100 validation images (of 60000 in its training "
+                                  "split) / 10000 test, 10 classes")
+    assert re.search(r"2/2 \[.*loss=\d\.\d{4}, acc=\d+\.\d%\]", proc.stderr.replace("\r", "\n")), proc.stderr
+
+
+def test_curves_have_whole_epoch_ticks(tmp_path):
+    from cnnsearch.plots import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "train_acc": 0.1 * e, "val_acc": 0.09 * e}
+               for e in (1, 2, 3)]
+    fig = plot_curves(history, tmp_path / "curves.png", title="t")
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--optimizer", "rmsprop"], "invalid choice"),
     (["--lr", "abc"], "invalid float value"),

@@ -1,6 +1,8 @@
 """The Tune layer on a real local Ray cluster (2 CPUs), at the `smoke` budget on real CIFAR-10."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -77,14 +79,17 @@ def assert_complete(results: dict[str, list[dict]], epochs_allowed: set[int]) ->
 
 @pytest.fixture(scope="module")
 def asha_run(ray_cluster, tmp_path_factory):
+    """The smoke ablation under ASHA, logging to MLflow too: (exit code, folder, seconds, console output)."""
     storage = tmp_path_factory.mktemp("asha")
     start = time.perf_counter()
-    code = main(["--space", "ablation", *SMOKE, "--scheduler", "asha", "--storage", str(storage), "--name", "abl"])
-    return code, storage / "abl", time.perf_counter() - start
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        code = main(["--space", "ablation", *SMOKE, "--scheduler", "asha", "--log-to", "mlflow", "--storage", str(storage), "--name", "abl"])
+    return code, storage / "abl", time.perf_counter() - start, console.getvalue()
 
 
 def test_smoke_ablation_runs_every_trial(asha_run):
-    code, exp, seconds = asha_run
+    code, exp, seconds, _ = asha_run
     assert code == 0
     results = trial_results(exp)
     assert len(results) == 18  # 9 design points x 2 seeds
@@ -104,7 +109,7 @@ def test_smoke_ablation_runs_every_trial(asha_run):
 def test_asha_stops_trials_at_rungs(asha_run):
     """Smoke: 2 epochs, grace 1, reduction 2: every trial reaches the rung at epoch 1; ASHA lets only
     the better half on, so some trials stop there and some finish."""
-    _, exp, _ = asha_run
+    _, exp, _, _ = asha_run
     lengths = [len(rows) for rows in trial_results(exp).values()]
     assert set(lengths) == {1, 2}, lengths
 
@@ -137,6 +142,65 @@ def test_hyperband_is_one_registry_entry(ray_cluster, tmp_path):
     trials = exp.trials
     assert list(trials["stopped_early"]) == list(trials["epochs"] < 3)
     assert set(trials.loc[trials["stopped_early"], "status"]) == {"stopped"}
+
+
+def test_live_view_tensorboard_mlflow_and_kept_checkpoints(asha_run):
+    """Every trial gets TensorBoard event files with val_acc per epoch (read by TensorBoard's own reader),
+    an MLflow run in the SQLite store in --storage (--log-to mlflow) with the same values, a folder named
+    after its model and point, and only the checkpoints of its best and its last epoch. The console
+    shows progress lines, not Tune's tables, and labels the best epoch's value."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, exp, _, out = asha_run
+    results = trial_results(exp)
+    assert "== Status ==" not in out and "+--" not in out  # no Tune table
+    progress = [line for line in out.splitlines() if re.match(r"\[\s*\d+:\d\d\] ", line)]
+    epochs = sum(len(rows) for rows in results.values())
+    assert re.search(rf"18/18 trials ended \(\d+ stopped early\); {epochs} epochs; best val_acc 0\.\d{{4}} "
+                     r"\(\S+ seed [01], epoch [12]\)$", progress[-1]), progress
+    storage = exp.parent
+    assert f"watch: tensorboard --logdir {exp}" in out and f"mlflow ui --backend-store-uri sqlite:///{storage}" in out
+    summary = re.search(r"^best trial: val_acc (0\.\d{4}) \(its best epoch, [12] of [12]; last epoch 0\.\d{4}\)", out, re.M)
+    assert summary and float(summary.group(1)) == round(max(r["val_acc"] for rows in results.values() for r in rows), 4)
+
+    client = MlflowClient(f"sqlite:///{storage}/mlflow.db")
+    mlflow_curves = {}  # trial id (the end of the run's name, train_trial_ID) -> [(epoch, val_acc)]
+    for run in client.search_runs([client.get_experiment_by_name("abl").experiment_id]):
+        history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
+        mlflow_curves["_".join(run.data.tags["trial_name"].split("_")[-2:])] = [(m.step, m.value) for m in history]
+    assert len(mlflow_curves) == len(results) == 18
+    for name, rows in results.items():
+        point = json.loads((exp / name / "params.json").read_text())["design_point"]["label"]
+        assert name.startswith("resnet18_") and name.endswith(f"_s{rows[0]['config']['seed']}_{rows[0]['trial_id']}")
+        assert point == "base" or point.replace("[3,3,3,3]", "3-3-3-3") in name, name
+        epochs, values = [r["epoch"] for r in rows], [r["val_acc"] for r in rows]
+        events = EventAccumulator(str(exp / name))
+        events.Reload()
+        for curve in ([(e.step, e.value) for e in events.Scalars("ray/tune/val_acc")], mlflow_curves[rows[0]["trial_id"]]):
+            assert [step for step, _ in curve] == epochs and [v for _, v in curve] == pytest.approx(values)
+        kept = {p.name for p in (exp / name).glob("checkpoint_*")}
+        by_name = {r["checkpoint_dir_name"]: r for r in rows}
+        assert rows[-1]["checkpoint_dir_name"] in kept and len(kept) <= 2
+        assert max(by_name[k]["val_acc"] for k in kept) == max(values)
+
+
+def test_optuna_search_keeps_a_study_optuna_can_open(ray_cluster, tmp_path, capsys):
+    """--search optuna keeps Optuna's study in the experiment folder (SQLite), which optuna-dashboard
+    opens: one Optuna trial per Tune trial, with its value per epoch."""
+    import optuna
+
+    code = main(["--space", str(DATA / "sampled.yaml"), *SMOKE, "--scheduler", "fifo", "--search", "optuna",
+                 "--seed", "3", "--gpus-per-trial", "0", "--storage", str(tmp_path), "--name", "opt"])
+    assert code == 0
+    study_file = tmp_path / "opt" / "optuna.db"
+    assert f"optuna-dashboard sqlite:///{study_file}" in capsys.readouterr().out
+    study = optuna.load_study(study_name="cnnsearch", storage=f"sqlite:///{study_file}")
+    results = trial_results(tmp_path / "opt")
+    assert len(study.trials) == len(results) == 3
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(rows[-1]["val_acc"] for rows in results.values()))
+    assert all(sorted(t.intermediate_values) == [1, 2] and set(t.params) == {"lr", "dropout"} for t in study.trials)
 
 
 def test_run_experiment_from_python(ray_cluster, tmp_path):
@@ -215,6 +279,7 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
     # Per-epoch checkpoints with num_to_keep=1 force a state snapshot each time; Tune's warning about
     # that would otherwise fill the console on every short epoch.
     assert "may become a bottleneck" not in resumed.stdout + resumed.stderr
+    assert "Token authentication is enabled" not in resumed.stdout + resumed.stderr  # Ray's notice on every run
     after = trial_results(exp)
     assert len(after) == 18
     assert_complete(after, {2})
@@ -323,6 +388,34 @@ def test_existing_experiment_is_not_overwritten(tmp_path, capsys):
         main(["--space", "ablation", *SMOKE, "--storage", str(tmp_path), "--name", "taken"])
     assert exit_info.value.code == 2 and "--resume" in capsys.readouterr().err
     assert (exp / "keep.txt").read_text() == "results"
+
+
+def test_dry_run_checks_the_data_and_estimates_the_time(data_root, tmp_path, capsys):
+    assert main(["--space", "ablation", "--budget", "cpu", "--dry-run", "--num-cpus", "2", "--data-dir",
+                 str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert f"data: cifar10 found in {data_root} (cifar10-jpeg)" in out
+    assert re.search(r"^estimated time: \d+ min at most \(144 epochs, 2 at once\); about \d+ min if the scheduler "
+                     r"stops trials at its rungs \(~64 epochs\); speeds: this project's 2-core CPU", out, re.M)
+    # Missing data: downloaded by the run when allowed, else the dry run fails as the run would.
+    assert main(["--space", "ablation", "--dry-run", "--data-dir", str(tmp_path)]) == 0
+    assert f"data: cifar10 is not in {tmp_path} yet: the run downloads it there first" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--space", "ablation", "--dry-run", "--no-download", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"cifar10 not found: looked for {tmp_path / 'cifar-10-batches-py/'}" in err
+
+
+@pytest.mark.parametrize("value, message", [("", "CNNSEARCH_DATA_DIR is set but empty"), (__file__, "is not a folder")])
+def test_bad_data_dir_variable_is_one_line_exit_2(value, message, monkeypatch, capsys):
+    """`export CNNSEARCH_DATA_DIR=$(unpack.sh ...)` exports "" when unpacking fails: an error, never a
+    silent fall back to another folder."""
+    monkeypatch.setenv("CNNSEARCH_DATA_DIR", value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--space", "ablation", "--dry-run"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
 
 
 def test_dry_run_lists_every_trial(capsys):

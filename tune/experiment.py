@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import re
 import signal
@@ -26,31 +25,38 @@ from pyarrow import fs as pafs
 from ray import tune as ray_tune
 
 from cnnsearch.cli import redact
-from search_spaces import ExperimentRecord, Provenance, RecordError, locate_folder, trial_config
+from search_spaces import ExperimentRecord, Provenance, RecordError, level_label, locate_folder, trial_config
 
 from . import faults
 from .cluster import require_token_auth
+from .estimate import concurrency, estimate_line
 from .folder import claim_folder
 from .mps import MPSError, mps_daemon
 from .options import RunError, RunOptions
 from .plan import Plan
+from .progress import ProgressLine
 from .state import check_tune_state, saved_statuses
 from .trainable import train_trial
 
 __all__ = ["run_experiment", "RunResult", "BestTrial", "Interrupted"]
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc"]
+MLFLOW_DB = "mlflow.db"  # in --storage: every experiment there is one MLflow experiment
+OPTUNA_DB = "optuna.db"  # in the experiment folder, for optuna-dashboard
 
 
 @dataclass(frozen=True)
 class BestTrial:
-    """The best trial at its best epoch: `value` of `metric`, its flat config, and the keys of that
-    config that differ from the plan's base config."""
+    """The best trial at its best epoch: `value` of `metric` at `epoch`, and at its last epoch, its
+    flat config, and the keys of that config that differ from the plan's base config."""
 
     metric: str
     value: float
     config: Mapping[str, Any]
     changes: Mapping[str, Any]
+    epoch: int | None = None  # the epoch of `value`
+    last: float | None = None  # `metric` at the trial's last epoch
+    epochs: int | None = None  # epochs the trial trained
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class Interrupted(Exception):
 
 def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     """Run `plan` as one Tune experiment, or finish it with `options.resume`, and return when every
-    trial has ended. Prints the plan, the dashboard URL and Tune's progress table.
+    trial has ended. Prints the plan (with its estimated time), the commands that show it live
+    (TensorBoard; MLflow and optuna-dashboard when used) and the progress (`options.progress`).
 
     Starts a local Ray cluster unless one is running in this process or `options.address` names one
     (it stays up afterwards, for the next experiment). Loads the data set once, in this process, and
@@ -149,8 +156,11 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     trial = faults.failing_trial if faults.armed() else train_trial
     trainable = ray_tune.with_resources(ray_tune.with_parameters(trial, data=data),
                                         {"cpu": options.cpus_per_trial, "gpu": gpus})
-    concurrent = _concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
-    _print_plan(plan, options, context, gpus, concurrent, exp_path)
+    concurrent = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
+    local = filesystem.type_name == "local"
+    study = f"{exp_path}/{OPTUNA_DB}" if plan.search == "optuna" and local else None
+    callbacks = _loggers(options, name, storage, filesystem)
+    _print_plan(plan, options, context, gpus, concurrent, exp_path, cluster, _watch(exp_path, local, callbacks, study))
 
     if options.resume:
         tuner = ray_tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
@@ -162,8 +172,8 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
             record.write(exp_path, filesystem)  # the folder is an experiment from here on
         except OSError as exc:
             raise RunError(f"cannot write the experiment record in {exp_path} ({exc})") from None
-        tuner = ray_tune.Tuner(trainable, param_space=plan.param_space(), tune_config=_tune_config(plan, options),
-                               run_config=_run_config(plan, options, name, storage, filesystem))
+        tuner = ray_tune.Tuner(trainable, param_space=plan.param_space(), tune_config=_tune_config(plan, options, study),
+                               run_config=_run_config(plan, options, name, storage, filesystem, callbacks))
     # Tune's newer console output ignores a ProgressReporter and prints the design point as a
     # truncated dict; the classic table shows our columns (point label, seed, epoch, val_acc).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -178,34 +188,47 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
 
 
 # ------------------------------------------------------------------------------------- Tune's parts
-def _tune_config(plan: Plan, options: RunOptions) -> ray_tune.TuneConfig:
+def _tune_config(plan: Plan, options: RunOptions, study: str | None) -> ray_tune.TuneConfig:
     space = plan.space
     entry = plan.scheduler_entry
     return ray_tune.TuneConfig(
         metric=space.metric, mode=space.mode, num_samples=plan.num_samples if space.design == "sample" else 1,
         scheduler=entry.build(ray_tune.schedulers, plan.epochs, plan.scheduler_settings),
-        search_alg=_searcher(plan), max_concurrent_trials=options.max_concurrent, trial_dirname_creator=_trial_dirname,
+        search_alg=_searcher(plan, study), max_concurrent_trials=options.max_concurrent, trial_dirname_creator=_trial_dirname,
         # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
         # set are imported and fetched once per worker, not once per trial.
         reuse_actors=True,
     )
 
 
-def _run_config(plan: Plan, options: RunOptions, name: str, storage: str, filesystem: pafs.FileSystem) -> ray_tune.RunConfig:
+def _run_config(plan: Plan, options: RunOptions, name: str, storage: str, filesystem: pafs.FileSystem,
+                callbacks: list) -> ray_tune.RunConfig:
     """Where results go and how trials are kept: the one place for callbacks, checkpoint policy, reporters."""
     return ray_tune.RunConfig(
         name=name, storage_path=storage, storage_filesystem=filesystem,
         failure_config=ray_tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=1),
-        progress_reporter=_reporter(plan), verbose=1,
+        # Two checkpoints per trial at most: Tune always keeps the latest (restarts and --resume continue
+        # from it) and, with a score, also the best epoch's (what `analysis best` restores). A full-width
+        # ResNet-18 checkpoint (weights and Adam moments) is about 134 MB.
+        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=plan.space.metric,
+                                                    checkpoint_score_order=plan.space.mode),
+        progress_reporter=_reporter(plan, options), verbose=1,
+        # Tune adds its CSV, JSON and TensorBoard (tensorboardX) loggers to these: every trial folder
+        # gets events.out.tfevents.* that `tensorboard --logdir` reads.
+        callbacks=callbacks,
     )
 
 
-def _searcher(plan: Plan):
+def _searcher(plan: Plan, study: str | None = None):
     if plan.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return OptunaSearch(seed=plan.seed)  # TPE, Optuna's default sampler
+        if study is None:
+            return OptunaSearch(seed=plan.seed)  # TPE, Optuna's default sampler
+        from optuna.storages import RDBStorage
+
+        # Optuna's own record of the study (trials, values per epoch), for optuna-dashboard.
+        return OptunaSearch(seed=plan.seed, storage=RDBStorage(f"sqlite:///{study}"), study_name="cnnsearch")
     if plan.search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -214,18 +237,58 @@ def _searcher(plan: Plan):
 
 
 def _trial_dirname(trial) -> str:
+    """MODEL[_POINT]_sSEED_ID, e.g. resnet18_stem_kernel=7_s0_4e250_00001: the folder says what trained.
+    (Nothing reads it back: the analysis trusts params.json.)"""
     point = trial.config.get("design_point")
-    label = point["label"] if isinstance(point, dict) else "trial"
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", f"{label}_s{trial.config.get('seed', 0)}_{trial.trial_id}")[:120]
+    if isinstance(point, dict):
+        label = point["label"] if point.get("label") != "base" else None
+    else:  # grid and sampled designs: the levels Tune chose
+        label = ",".join(_level_words(k, v) for k, v in (trial.evaluated_params or {}).items()
+                         if k not in ("seed", "model"))
+    what = "_".join(p for p in (trial.config.get("model", "model"), label) if p)
+    what = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), what)  # [3,3,3,3] -> 3-3-3-3
+    what = re.sub(r"[^A-Za-z0-9_.=-]+", "_", what)[:100]  # the id after it keeps the name unique
+    return f"{what}_s{trial.config.get('seed', 0)}_{trial.trial_id}"
 
 
-def _reporter(plan: Plan):
+def _level_words(key: str, value: Any) -> str:
+    """`dropout=0.156`, or a multi-key level's own keys (`optimizer=sgd,lr=0.01`)."""
+    if isinstance(value, Mapping):
+        return level_label(value)
+    return f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={level_label(value)}"
+
+
+def _reporter(plan: Plan, options: RunOptions):
+    if options.progress == "line":
+        return ProgressLine(plan)
     if plan.space.design == "one_at_a_time":
         parameters = {"design_point/label": "point"}
     else:  # a multi-key factor (a mapping of config keys) gets a column per key
         parameters = {f"{f.name}/{k}" if f.multi_key else f.name: k for f in plan.space.factors for k in f.keys}
-    return ray_tune.CLIReporter(metric_columns=METRIC_COLUMNS, parameter_columns={**parameters, "seed": "seed"},
-                                max_report_frequency=30)
+    # The metrics are each trial's latest epoch; the runner's summary gives the best epoch's.
+    metrics = {m: f"{m} (last)" if m == plan.space.metric else m for m in METRIC_COLUMNS}
+    # Wide enough for a point label such as blocks_per_stage=[3,3,3,3] (Tune cuts at 20 by default).
+    return ray_tune.CLIReporter(metric_columns=metrics, parameter_columns={**parameters, "seed": "seed"},
+                                max_report_frequency=30, max_column_length=40)
+
+
+def _loggers(options: RunOptions, name: str, storage: str, filesystem: pafs.FileSystem) -> list:
+    """The loggers asked for with --log-to, besides Tune's own."""
+    callbacks = []
+    if "mlflow" in options.log_to:
+        try:
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+            import mlflow  # noqa: F401  (Ray imports it only when the run starts)
+        except ImportError:
+            raise RunError("--log-to mlflow needs MLflow: pip install -e '.[mlflow]'") from None
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if uri is None:
+            if filesystem.type_name != "local":
+                raise RunError(f"--log-to mlflow: --storage {storage} is not a local folder; set MLFLOW_TRACKING_URI "
+                               "to an MLflow server or database")
+            uri = f"sqlite:///{os.path.abspath(storage)}/{MLFLOW_DB}"
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, save_artifact=False))
+    return callbacks
 
 
 # ------------------------------------------------------------------------------ folder and cluster
@@ -357,6 +420,10 @@ def _start_ray(options: RunOptions):
         context = ray.init(address=options.address)
         require_token_auth(options.address)
         return context
+    # Ray warns on every new local cluster that it enabled token authentication (its default, kept
+    # here); the plan's dashboard line already says where the token is.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
     # Without --address Ray joins a cluster that `ray start` left running on this machine (or RAY_ADDRESS),
     # and then refuses the resources that describe a new one.
     try:
@@ -371,17 +438,21 @@ def _start_ray(options: RunOptions):
     return context
 
 
-def _concurrency(trials: int, cluster: dict[str, float], cpus: float, gpus: float, limit: int | None) -> int:
-    fits = [trials, math.floor(cluster.get("CPU", 0) / cpus + 1e-9)]
-    if gpus > 0:
-        fits.append(math.floor(cluster.get("GPU", 0) / gpus + 1e-9))
-    if limit:
-        fits.append(limit)
-    return max(1, min(fits))
-
-
 # ------------------------------------------------------------------------------------------ output
-def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurrent: int, exp_path: str) -> None:
+def _watch(exp_path: str, local: bool, callbacks: list, study: str | None) -> list[str]:
+    """The commands that show the experiment while it runs (and after)."""
+    lines = [f"tensorboard --logdir {exp_path}" if local else f"tensorboard --logdir {exp_path}  (after copying "
+             "it here, unless TensorBoard reads that filesystem)"]
+    for callback in callbacks:
+        if hasattr(callback, "tracking_uri"):
+            lines.append(f"mlflow ui --backend-store-uri {callback.tracking_uri}")
+    if study:
+        lines.append(f"optuna-dashboard sqlite:///{study}")
+    return lines
+
+
+def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurrent: int, exp_path: str,
+                cluster: dict[str, float], watch: list[str]) -> None:
     space = plan.space
     budget = space.budgets[plan.budget].overrides
     shape = ", ".join(f"{k} {budget[k]}" for k in ("epochs", "train_subset", "width", "batch_size") if k in budget)
@@ -391,7 +462,9 @@ def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurren
           f"up to {concurrent} at once; "
           f"{plan.num_trials * plan.epochs} epochs in total at most; {scheduler}; search {plan.search}"
           f"{' (resuming)' if options.resume else ''}")
+    print(estimate_line(plan, options, cluster))
     print(f"results: {exp_path}")
+    print("watch: " + "\n       ".join(watch))
     url = getattr(context, "dashboard_url", None) if context is not None else None
     if url:
         print(f"dashboard: http://{url}  (it asks for a token: run `ray get-auth-token`, "
@@ -413,8 +486,12 @@ def _best(results, plan: Plan) -> BestTrial | None:
     if not best.metrics:
         return None
     frame = best.metrics_dataframe
-    value = (frame[space.metric].max() if space.mode == "max" else frame[space.metric].min()) if frame is not None \
-        else best.metrics.get(space.metric)
+    value, epoch, last, epochs = best.metrics.get(space.metric), None, None, None
+    if frame is not None and space.metric in frame:
+        at = frame[space.metric].idxmax() if space.mode == "max" else frame[space.metric].idxmin()
+        value, epoch = frame.loc[at, space.metric], int(frame.loc[at, "epoch"])
+        last, epochs = float(frame[space.metric].iloc[-1]), int(frame["epoch"].iloc[-1])
     config = trial_config(best.config)
     base = plan.base_config()
-    return BestTrial(space.metric, float(value), config, {k: v for k, v in config.items() if base.get(k) != v})
+    return BestTrial(space.metric, float(value), config, {k: v for k, v in config.items() if base.get(k) != v},
+                     epoch=epoch, last=last, epochs=epochs)

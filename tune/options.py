@@ -11,6 +11,8 @@ __all__ = ["RunOptions", "RunError", "default_gpu_share", "SHARED_GPU"]
 
 SHARED_GPU = 0.25  # four trials to a card, where sharing pays
 MAX_RESOURCE = 1_000_000  # CPUs or GPUs: far above any cluster, far below what Ray's resource accounting holds
+PROGRESS = ("line", "table")  # the runner's one-line progress, or Tune's table every 30 s
+LOGGERS = ("mlflow",)  # --log-to: loggers besides Tune's own CSV, JSON and TensorBoard files
 
 
 def default_gpu_share(*, mps: bool, cuda_graph: bool) -> float:
@@ -36,6 +38,8 @@ class RunOptions:
     daemon for its lifetime, so trials sharing a GPU run at once) or an existing one at `address`. Results in `storage` (a folder or a pyarrow URI) under `name` (default
     SPACE-BUDGET-TIME); `resume` finishes the experiment `name`. The data under `data_dir`
     (downloaded when missing, if `download`). `command` is recorded as what started the run.
+    `progress`: "line" (a line when something changed) or "table" (Tune's table); `log_to`: extra
+    loggers, e.g. ("mlflow",).
     Raises RunError (one line) for a value out of range."""
 
     cpus_per_trial: float = 1.0
@@ -54,6 +58,8 @@ class RunOptions:
     data_dir: str | None = None
     download: bool = True
     command: str | None = None
+    progress: str = "line"
+    log_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _number("cpus_per_trial", self.cpus_per_trial, above=0, most=MAX_RESOURCE)
@@ -76,6 +82,10 @@ class RunOptions:
         if self.address and (self.num_gpus is not None or self.num_cpus is not None):
             raise RunError("--num-gpus/--num-cpus describe a local cluster; an existing cluster (--address) "
                            "declares its own")
+        if self.progress not in PROGRESS:
+            raise RunError(f"--progress must be one of {', '.join(PROGRESS)}, got {self.progress!r}")
+        if isinstance(self.log_to, str) or not all(x in LOGGERS for x in self.log_to):
+            raise RunError(f"--log-to takes {', '.join(LOGGERS)}, got {self.log_to!r}")
         if self.mps and self.address:
             raise RunError("--mps starts MPS for a local cluster; on an existing cluster (--address) start "
                            "`nvidia-cuda-mps-control -d` on each node before `ray start`")

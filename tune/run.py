@@ -1,7 +1,7 @@
 """`python -m tune.run`: run a search space as one Ray Tune experiment.
 
     python -m tune.run --space ablation                 # report E's ablation, budget chosen for this machine
-    python -m tune.run --space ablation --dry-run       # the trials it would run, then exit
+    python -m tune.run --space ablation --dry-run       # the trials, a data check and the estimated time
     python -m tune.run --space my_space.yaml --budget full --gpus-per-trial 0.25
     python -m tune.run --space ablation --name NAME --resume
     python -m tune.run --space search --search optuna --num-samples 40 --address ray://head:10001
@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 
-from cnnsearch.cli import ArgumentParser, Interrupt, fail, redact, stop_on_signals
+from cnnsearch.cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, redact, stop_on_signals
 
 __all__ = ["main", "build_parser"]
 
@@ -30,17 +30,17 @@ ASK_ABOVE = 1_000  # trials: a larger plan runs only with --yes
 def build_parser() -> ArgumentParser:
     from search_spaces import BUDGETS, DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
-    from .options import RunOptions
+    from .options import LOGGERS, PROGRESS, RunOptions
     from .plan import SEARCHES
 
     p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
     g = p.add_argument_group("what to run")
     g.add_argument("--space", required=True, help="a shipped space (ablation, architectures, optimizers, search) or a path to a YAML file")
     g.add_argument("--dataset", help="override the space's data set: cifar10, cifar100, mnist or imagefolder:PATH")
-    g.add_argument("--data-dir", help="data root (default: $CNNSEARCH_DATA_DIR, else the user cache folder)")
+    g.add_argument("--data-dir", help=DATA_DIR_HELP)
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
-    g.add_argument("--dry-run", action="store_true", help="print the trials and exit")
+    g.add_argument("--dry-run", action="store_true", help="print the trials, check the data, estimate the time, and exit")
     g.add_argument("--yes", action="store_true", help=f"run a plan of more than {ASK_ABOVE:,} trials without asking")
     g = p.add_argument_group("search")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS),
@@ -70,6 +70,12 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--resume", action="store_true", help="finish an interrupted experiment (--name) without re-running finished trials")
     g.add_argument("--max-failures", type=int, default=RunOptions.max_failures,
                    help="retries of a crashed trial from its last checkpoint")
+    g = p.add_argument_group("watching")
+    g.add_argument("--progress", default=RunOptions.progress, choices=PROGRESS,
+                   help="line: a line when something changed (default); table: Tune's table every 30 s")
+    g.add_argument("--log-to", action="append", choices=LOGGERS, default=[],
+                   help="also log every trial to MLflow (a SQLite database in --storage, or $MLFLOW_TRACKING_URI); "
+                        "TensorBoard files are always written")
     g = p.add_argument_group("dashboard")
     g.add_argument("--dashboard-host", default=RunOptions.dashboard_host,
                    help="0.0.0.0 exposes it to the network (with its token)")
@@ -101,7 +107,7 @@ def _main(argv: list[str] | None) -> int:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             max_failures=args.max_failures, num_cpus=args.num_cpus, num_gpus=args.num_gpus, address=args.address,
             dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, mps=args.mps,
-            storage=args.storage, name=args.name,
+            storage=args.storage, name=args.name, progress=args.progress, log_to=tuple(dict.fromkeys(args.log_to)),
             resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
             command=redact(" ".join([PROG, *argv])))
         space = load_space(args.space)
@@ -116,8 +122,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"budget: {budget} (auto: {'a GPU is' if gpus_here else 'no GPU is'} available; --budget to choose)")
 
     if args.dry_run:
-        print("\n".join(plan.describe()))
-        return 0
+        return _dry_run(plan, options, args)
     if plan.num_trials > ASK_ABOVE and not args.yes and not args.resume:
         fail(f"this plan runs {plan.num_trials:,} trials of up to {plan.epochs} epochs ({plan.num_trials * plan.epochs:,} "
              f"epochs at most); pass --yes to run it, or --dry-run to list them", prog=PROG)
@@ -158,12 +163,34 @@ def _interrupted(stop, argv: list[str], plan) -> int:
     return 128 + stop.signum
 
 
+def _dry_run(plan, options, args: argparse.Namespace) -> int:
+    """The trials, whether the data is there (unpacked or found, never decoded or downloaded), and how
+    long the run should take on this machine (or on the --num-cpus/--num-gpus it declares)."""
+    import torch
+
+    from cnnsearch.data import DataError, find_dataset
+
+    from .estimate import estimate_line
+
+    print("\n".join(plan.describe()))
+    try:
+        print(f"data: {find_dataset(plan.dataset_name, data_dir=args.data_dir, download=not args.no_download)}")
+    except DataError as exc:
+        fail(str(exc), prog=PROG)
+    cluster = {"CPU": args.num_cpus or os.cpu_count() or 1,
+               "GPU": args.num_gpus if args.num_gpus is not None else torch.cuda.device_count()}
+    print(estimate_line(plan, options, cluster))
+    return 0
+
+
 def _summary(result, plan, args: argparse.Namespace, argv: list[str]) -> int:
     """The last lines of a run: the best trial, the count, where the results are and what to run next."""
     print()
     if result.best is not None:
         best = result.best
-        print(f"best trial: {best.metric} {best.value:.4f}; config differs from the base in {best.changes or 'nothing'}")
+        at = f" (its best epoch, {best.epoch} of {best.epochs}; last epoch {best.last:.4f})" \
+            if best.epoch is not None else ""
+        print(f"best trial: {best.metric} {best.value:.4f}{at}; config differs from the base in {best.changes or 'nothing'}")
     print(f"{result.trials} trials, {result.errors} errored; results in {result.path}")
     print(f"next: python -m analysis report {result.path}")
     if result.errors:

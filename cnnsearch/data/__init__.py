@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .augment import Augment
 from .batches import iterate_batches
-from .load import load_dataset
+from .load import find_dataset, load_dataset
 from .paths import default_data_dir
 from .splits import split_train_val
 from .types import DataError, Dataset, ImageSplit
@@ -21,6 +21,7 @@ __all__ = [
     "Dataset",
     "ImageSplit",
     "default_data_dir",
+    "find_dataset",
     "iterate_batches",
     "load_dataset",
     "split_train_val",

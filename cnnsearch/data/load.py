@@ -11,8 +11,8 @@ import torch
 
 from . import cache
 from .paths import default_data_dir
-from .sources import Decoded, Source, locate
-from .types import Dataset, ImageSplit
+from .sources import BUILTIN_NAMES, IMAGEFOLDER_PREFIX, Decoded, Source, locate
+from .types import DataError, Dataset, ImageSplit
 
 _STATS_CHUNK = 1024  # images per float64 chunk in channel_stats: 1024 x 3 x 32 x 32 x 8 B = 25 MB
 
@@ -32,8 +32,7 @@ def load_dataset(
     the cache (about 0.7-1 s for CIFAR-10 on a 2-core machine). `progress` prints download bars and a line per
     decode to stderr. Raises DataError with a one-line message when the data cannot be found or read.
     """
-    root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
-    source = locate(name, root, download=download, progress=progress)
+    source = locate(name, _root(name, data_dir), download=download, progress=progress)
     key = cache.source_key(source.fingerprint, source.layout)
     places = cache.cache_files(source.root, source.layout)
     for place in places:
@@ -41,6 +40,26 @@ def load_dataset(
         if hit is not None:
             return _from_cache(source, *hit)
     return _decode_and_cache(source, key, places, progress)
+
+
+def find_dataset(name: str, *, data_dir: str | os.PathLike | None = None, download: bool = True) -> str:
+    """Where `load_dataset` would find data set `name`, without decoding or downloading it: one line
+    for `python -m tune.run --dry-run`. Raises DataError (one line) when the data set is unknown, or
+    missing while `download` is off."""
+    root = _root(name, data_dir)
+    try:
+        source = locate(name, root, download=False, progress=False)
+    except DataError:
+        if not download or name.strip().lower() not in BUILTIN_NAMES:
+            raise
+        return f"{name} is not in {root} yet: the run downloads it there first"
+    return f"{source.name} found in {source.root} ({source.layout})"
+
+
+def _root(name: str, data_dir: str | os.PathLike | None) -> Path:
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    return default_data_dir(unpack=not name.strip().startswith(IMAGEFOLDER_PREFIX))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

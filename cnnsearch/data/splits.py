@@ -1,4 +1,4 @@
-"""split_train_val: a seeded, stratified validation split and training subset carved from the official train split."""
+"""split_train_val (and split_sizes): a seeded, stratified validation split and training subset carved from the official train split."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ def split_train_val(
     the same splits, val does not depend on `train_subset`, and a smaller subset is contained in a larger one.
     Both splits keep the original order and the device of dataset.train.
     """
+    train_idx, val_idx = _split_indices(dataset, val_size=val_size, seed=seed, train_subset=train_subset)
+    return _take(dataset.train, train_idx), _take(dataset.train, val_idx)
+
+
+def split_sizes(dataset: Dataset, *, val_size: int = 5000, seed: int = 0,
+                train_subset: int | None = None) -> tuple[int, int]:
+    """(training images, validation images) that `split_train_val` with these arguments gives, without
+    copying any image."""
+    train_idx, val_idx = _split_indices(dataset, val_size=val_size, seed=seed, train_subset=train_subset)
+    return len(train_idx), len(val_idx)
+
+
+def _split_indices(dataset: Dataset, *, val_size: int, seed: int,
+                   train_subset: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     if not _is_count(val_size, minimum=0):
         raise ValueError(f"val_size must be a whole number of images >= 0, got {val_size!r}")
     if train_subset is not None and not _is_count(train_subset, minimum=1):
@@ -54,7 +68,7 @@ def split_train_val(
 
     val_idx = torch.cat([idx[:v] for idx, v in zip(by_class, val_counts)])
     train_idx = torch.cat([idx[v : v + t] for idx, v, t in zip(by_class, val_counts, train_counts)])
-    return _take(dataset.train, train_idx), _take(dataset.train, val_idx)
+    return train_idx, val_idx
 
 
 def _is_count(value: object, minimum: int) -> bool:
