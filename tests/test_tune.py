@@ -460,3 +460,19 @@ def test_scheduler_choices_come_from_the_registry():
 ])
 def test_default_gpus_per_trial_follows_the_measured_table(options, cluster_gpus, cuda_graph, expected):
     assert RunOptions(**options).trial_gpus(cluster_gpus, cuda_graph=cuda_graph) == expected
+
+
+def test_resume_inspection_admits_the_runners_reporter_and_loggers():
+    """tuner.pkl holds the RunConfig, with the progress reporter and the logger callbacks: --resume's
+    inspection (tune/state.py) must admit exactly what the runner puts there, or no such run could resume."""
+    import ray.cloudpickle
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from tune.plan import Plan
+    from tune.progress import ProgressLine
+    from tune.state import inspect_pickle
+
+    for space in ("ablation", "optimizers", "search"):
+        inspect_pickle(ray.cloudpickle.dumps(ProgressLine(Plan(load_space(space), "smoke"))))
+    inspect_pickle(ray.cloudpickle.dumps(MLflowLoggerCallback(tracking_uri="sqlite:////tmp/never.db",
+                                                              experiment_name="x", save_artifact=False)))

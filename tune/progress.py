@@ -11,17 +11,21 @@ from typing import Any
 
 from ray.tune import ProgressReporter
 
+from search_spaces import level_label
+
 __all__ = ["ProgressLine", "trial_label"]
 
 
-def trial_label(config: dict[str, Any], plan) -> str:
-    """How a trial is named in progress lines: its design point, or its factors' values, and its seed."""
+def trial_label(config: dict[str, Any], factors: tuple[tuple[str, bool, bool], ...]) -> str:
+    """How a trial is named in progress lines: its design point, or its factors' values, and its seed.
+    `factors`: (name, continuous, multi_key) of each factor of the space."""
     point = config.get("design_point")
     if isinstance(point, dict):
         label = point.get("label", "?")
     else:  # grid and sampled designs: Tune's config holds each factor's level (a mapping for a multi-key one)
-        label = ",".join(f"{f.name}={config.get(f.name):.3g}" if f.continuous else f.label(config.get(f.name))
-                         for f in plan.space.factors) or "base"
+        label = ",".join(f"{name}={config.get(name):.3g}" if continuous else
+                         level_label(config.get(name)) if multi_key else f"{name}={level_label(config.get(name))}"
+                         for name, continuous, multi_key in factors) or "base"
     return f"{label} seed {config.get('seed', 0)}"
 
 
@@ -30,8 +34,12 @@ class ProgressLine(ProgressReporter):
     counts or the best value changed and `every_s` has passed since the last line, and always at the end."""
 
     def __init__(self, plan, *, every_s: float = 15.0):
-        self.plan, self.every_s = plan, every_s
+        # Plain values only, not the plan: Tune pickles the reporter into tuner.pkl, and --resume admits
+        # only the classes it knows there (tune/state.py).
+        self.every_s = every_s
         self.metric, self.mode = plan.space.metric, plan.space.mode
+        self.num_trials, self.epochs = plan.num_trials, plan.epochs
+        self.factors = tuple((f.name, f.continuous, f.multi_key) for f in plan.space.factors)
         self.started = time.monotonic()
         self.last_line_at = -float("inf")
         self.last_state: tuple | None = None
@@ -61,10 +69,10 @@ class ProgressLine(ProgressReporter):
             count[trial.status] = count.get(trial.status, 0) + 1
         ended = count["TERMINATED"] + count["ERROR"]
         early = sum(1 for t in trials
-                    if t.status == "TERMINATED" and self._epoch(t) < t.config.get("epochs", self.plan.epochs))
+                    if t.status == "TERMINATED" and self._epoch(t) < t.config.get("epochs", self.epochs))
         notes = [f"{early} stopped early" if early else "", f"{count['ERROR']} errored" if count["ERROR"] else ""]
         notes = ", ".join(n for n in notes if n)
-        text = f"[{_clock(time.monotonic() - self.started)}] {ended}/{self.plan.num_trials} trials ended"
+        text = f"[{_clock(time.monotonic() - self.started)}] {ended}/{self.num_trials} trials ended"
         text += f" ({notes})" if notes else ""
         running = [f"{count[s]} {s.lower()}" for s in ("RUNNING", "PAUSED") if count[s]]
         text += f", {', '.join(running)}" if running else ""
@@ -72,7 +80,7 @@ class ProgressLine(ProgressReporter):
         best = self._leader(trials)
         if best is not None:
             trial, (value, epoch) = best
-            text += f"; best {self.metric} {value:.4f} ({trial_label(trial.config, self.plan)}, epoch {epoch})"
+            text += f"; best {self.metric} {value:.4f} ({trial_label(trial.config, self.factors)}, epoch {epoch})"
         return text
 
     # ------------------------------------------------------------------------------------------ parts

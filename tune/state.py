@@ -84,6 +84,8 @@ _CLASSES: dict[str, set[str]] = {
     "ray.tune.search.sample": {"Categorical", "Categorical._Uniform", "Float", "Float._LogUniform", "Float._Uniform",
                                "Integer", "Integer._Uniform", "_BackwardsCompatibleNumpyRng"},
     "ray.tune.stopper.noop": {"NoopStopper"}, "ray.tune.tune_config": {"TuneConfig"},
+    "tune.progress": {"ProgressLine"},  # the runner's progress line (plain values only)
+    "ray.air.integrations.mlflow": {"MLflowLoggerCallback"}, "ray.air._internal.mlflow": {"_MLflowLoggerUtil"},  # --log-to mlflow
 }
 # or only put in place (classes and functions stored as attributes, e.g. argparse's types).
 _REFERENCES: dict[str, set[str]] = {
@@ -95,7 +97,7 @@ _REFERENCES: dict[str, set[str]] = {
     "ray.train._internal.storage": {"_upload_to_fs_path"}, "ray.tune.resources": {"json_to_resources"},
     "tune.experiment": {"_trial_dirname"},
 }
-_IMPORTS = {"numpy"}  # modules a stored function's globals may import (cloudpickle's subimport)
+_IMPORTS = {"numpy", "mlflow"}  # modules a pickle may import (cloudpickle's subimport): numpy in stored functions, mlflow in its logger
 
 
 class UnsafeState(ValueError):
