@@ -26,7 +26,8 @@ def test_estimate_of_the_ablation_matches_the_recorded_runs():
     speeds), so agreeing within a factor of 1.5 checks both."""
     space = load_space("ablation")
     fifo = estimate(Plan(space, "cpu", scheduler="fifo"), device="cpu", concurrent=2)
-    asha = estimate(Plan(space, "cpu"), device="cpu", concurrent=2)
+    asha = estimate(Plan(space, "cpu", scheduler="asha"), device="cpu", concurrent=2)
+    assert estimate(Plan(space, "cpu"), device="cpu", concurrent=2) == fifo  # FIFO: the claims space's default
     assert fifo.epochs == 144 and fifo.likely_s is None
     assert asha.likely_epochs == 64  # 18 trials x 2 epochs, 6 x 4 more, 2 x 2 more
     assert 33.4 / 1.5 < fifo.most_s / 60 < 33.4 * 1.5

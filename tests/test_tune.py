@@ -395,8 +395,13 @@ def test_dry_run_checks_the_data_and_estimates_the_time(data_root, tmp_path, cap
                  str(data_root)]) == 0
     out = capsys.readouterr().out
     assert f"data: cifar10 found in {data_root} (cifar10-jpeg)" in out
+    assert re.search(r"^estimated time: \d+ min at most \(144 epochs, 2 at once\); speeds: this project's 2-core CPU",
+                     out, re.M)  # FIFO, the space's default: every trial runs to its end
+    assert main(["--space", "ablation", "--budget", "cpu", "--scheduler", "asha", "--dry-run", "--num-cpus", "2",
+                 "--data-dir", str(data_root)]) == 0
     assert re.search(r"^estimated time: \d+ min at most \(144 epochs, 2 at once\); about \d+ min if the scheduler "
-                     r"stops trials at its rungs \(~64 epochs\); speeds: this project's 2-core CPU", out, re.M)
+                     r"stops trials at its rungs \(~64 epochs\); speeds: this project's 2-core CPU",
+                     capsys.readouterr().out, re.M)
     # Missing data: downloaded by the run when allowed, else the dry run fails as the run would.
     assert main(["--space", "ablation", "--dry-run", "--data-dir", str(tmp_path)]) == 0
     assert f"data: cifar10 is not in {tmp_path} yet: the run downloads it there first" in capsys.readouterr().out
