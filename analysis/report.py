@@ -112,6 +112,8 @@ def _file_stem(name: str) -> str:
 def _summary(experiment: Experiment) -> str:
     record = experiment.record
     seeds = ", ".join(map(str, record.seeds))
+    if record.base_seeds:
+        seeds += f" (base point: {', '.join(map(str, record.base_seeds))})"
     text = (f"{record.description or 'No description'} (space `{record.space}`, {record.source or 'no source'}). "
             f"Design {experiment.design}, budget {record.budget}, {len(experiment.trials)} trials loaded of "
             f"{_known(record.num_trials)}, seeds {seeds}, up to {experiment.max_epochs} epochs, "
@@ -203,6 +205,7 @@ def _noise_section(experiment: Experiment, checked: ClaimsCheck | None) -> list[
     record = experiment.record
     points = len(record.points) if record.points else experiment.trials["label"].nunique()
     seeds = len(record.seeds)
+    base = len(record.base_seeds) or seeds  # a one-at-a-time base point may run more seeds
     family = checked.judgement.family if checked is not None and checked.judgement is not None else 0
     family = max(1, family)
     unit = "points" if scale(experiment.metric) == 100 else experiment.metric
@@ -210,14 +213,16 @@ def _noise_section(experiment: Experiment, checked: ClaimsCheck | None) -> list[
             (f" (the last epoch with two seeds at a point; the run goes to {experiment.max_epochs})"
              if epoch < experiment.max_epochs else "") + f": **{pooled.sd:.2f} {unit}** (df {pooled.df}).")
     if points >= 2 and seeds >= 2:
-        mde = detectable_effect(pooled.sd, points=points, seeds=seeds, family=family)
+        mde = detectable_effect(pooled.sd, points=points, seeds=seeds, base_seeds=base, family=family)
         try:
-            needed = seeds_needed(TARGET_EFFECT, pooled.sd, points=points, family=family)
-            need = f"{needed} seeds per point would find {TARGET_EFFECT:g} {unit}"
+            needed = seeds_needed(TARGET_EFFECT, pooled.sd, points=points, base_extra=base - seeds, family=family)
+            need = (f"{needed} seeds per point" + (f" ({needed + base - seeds} on the base)" if base > seeds else "")
+                    + f" would find {TARGET_EFFECT:g} {unit}")
         except ValueError:
             need = f"no practical seed count finds {TARGET_EFFECT:g} {unit}"
         corrected = f" after Holm over the claims file's {family} tests" if family > 1 else ""
-        text += (f" With {points} design points x {seeds} seeds, a difference between two points is found with "
+        text += (f" With {points} design points x {seeds} seeds" + (f" ({base} on the base point)" if base > seeds else "")
+                 + ", a difference between two points is found with "
                  f"{POWER:.0%} power{corrected} when it is at least **{mde:.1f} {unit}**; {need}.")
     if pooled.noisy:
         text += (f" Seed spread at {', '.join(pooled.noisy)} is far above the other points' (F test): the pool may "

@@ -34,8 +34,8 @@ from .space import (
 
 __all__ = ["list_spaces", "load_space"]
 
-TOP_KEYS = ("description", "source", "base", "factors", "design", "num_samples", "seeds", "metric", "mode",
-            "scheduler", "budgets")
+TOP_KEYS = ("description", "source", "base", "factors", "design", "num_samples", "seeds", "base_seeds", "metric",
+            "mode", "scheduler", "budgets")
 DEFAULT_NUM_SAMPLES = 20
 # The most trials a space may define (design points x seeds, or draws): every fixed design point is
 # checked at every budget when the space loads (about 1 ms each), and a grid is counted before that,
@@ -126,6 +126,7 @@ class _Loader:
         base = self.config_keys("base", raw["base"])
         factors = self.factors(raw["factors"], design, base)
         num_samples, seeds = self.num_samples(raw, design), self.seeds(raw["seeds"])
+        base_seeds = self.seeds(raw["base_seeds"], "base_seeds") if raw.get("base_seeds") is not None else None
         metric = raw.get("metric", "val_acc")
         if not isinstance(metric, str) or metric not in METRICS:
             self.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -138,7 +139,7 @@ class _Loader:
         space = SearchSpace(
             name=self.path.stem, path=self.path.resolve(), description=description, source=source, base=base,
             factors=factors, design=design, num_samples=num_samples, seeds=seeds, metric=metric, mode=mode,
-            budgets=self.budgets(raw["budgets"], base), scheduler=scheduler,
+            budgets=self.budgets(raw["budgets"], base), scheduler=scheduler, base_seeds=base_seeds,
         )
         self.check_size(space)
         self.check_configs(space)
@@ -149,8 +150,8 @@ class _Loader:
             if space.num_samples > MAX_TRIALS:
                 self.fail("num_samples", f"{space.num_samples:,} draws; at most {MAX_TRIALS:,}")
             return
-        seeds = max([len(space.seeds)] + [len(space.seeds_for(b)) for b in space.budgets])  # a budget may run more
-        trials = space.num_points * seeds
+        budget = max(space.budgets, key=space.num_trials)  # a budget may run more seeds
+        trials, seeds = space.num_trials(budget), len(space.seeds_for(budget))
         if trials > MAX_TRIALS:
             shape = " x ".join(str(len(f.levels)) for f in space.factors) if space.design == "grid" else None
             self.fail("factors", f"{space.num_points:,} design points{f' ({shape} levels)' if shape else ''} x "
@@ -306,15 +307,16 @@ class _Loader:
         budgets = {}
         for name in BUDGETS:
             where = f"budgets.{name}"
-            values = self.config_keys(where, raw[name], extra=(*SETTINGS, "seeds"))
-            seeds = self.seeds(raw[name]["seeds"], f"{where}.seeds") if values.pop("seeds", None) is not None else None
+            values = self.config_keys(where, raw[name], extra=(*SETTINGS, "seeds", "base_seeds"))
+            seeds, base_seeds = (self.seeds(raw[name][key], f"{where}.{key}") if values.pop(key, None) is not None
+                                 else None for key in ("seeds", "base_seeds"))
             settings = {k: values.pop(k) for k in SETTINGS if k in values}
             epochs = {**base, **values}.get("epochs", TRAIN_DEFAULTS["epochs"])
             for key, value in settings.items():
                 problem = SETTINGS[key].problem(value, epochs)
                 if problem:
                     self.fail(f"{where}.{key}", problem)
-            budgets[name] = Budget(name, values, settings, seeds)
+            budgets[name] = Budget(name, values, settings, seeds, base_seeds)
         return budgets
 
     # -- every trial's config --------------------------------------------------------------------

@@ -73,11 +73,12 @@ class Provenance:
 class ExperimentRecord:
     """One experiment as `tune.run` ran it.
 
-    The study: the name of its `space`, its `design`, `factors`, `seeds` and `points` (None for
-    sampled designs), and `base`, the base point's flat TrainConfig dict at this budget (with the runner's
-    overrides, such as --dataset). The run: `budget`, `epochs` (the most any trial runs), `num_trials`,
-    the `scheduler` (a `search_spaces.schedulers` name) with its `settings`, the `search`, the
-    resources per trial, the command and when it started, and its `provenance` (None in old records).
+    The study: the name of its `space`, its `design`, `factors`, `seeds`, `base_seeds` (the base point's
+    when it runs more than `seeds`, else empty) and `points` (None for sampled designs), and `base`, the
+    base point's flat TrainConfig dict at this budget (with the runner's overrides, such as --dataset). The
+    run: `budget`, `epochs` (the most any trial runs), `num_trials`, the `scheduler` (a
+    `search_spaces.schedulers` name) with its `settings`, the `search`, the resources per trial, the
+    command and when it started, and its `provenance` (None in old records).
     """
 
     space: str
@@ -89,6 +90,7 @@ class ExperimentRecord:
     mode: str = ""  # "" = METRICS' direction for the metric
     seeds: tuple[int, ...] = ()
     points: tuple[DesignPoint, ...] | None = None
+    base_seeds: tuple[int, ...] = ()  # () = `seeds`
     space_path: str = ""
     description: str = ""
     source: str = ""
@@ -116,6 +118,7 @@ class ExperimentRecord:
         object.__setattr__(self, "base", FrozenDict(jsonable(dict(self.base))))
         object.__setattr__(self, "factors", tuple(self.factors))
         object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "base_seeds", tuple(self.base_seeds))
         object.__setattr__(self, "settings", FrozenDict(self.settings))
         object.__setattr__(self, "resources", FrozenDict(self.resources))
         if isinstance(self.command, str):  # credentials in a storage URI stay out of the file and reports
@@ -143,7 +146,7 @@ class ExperimentRecord:
     def to_json(self) -> dict[str, Any]:
         space = {"name": self.space, "path": self.space_path, "description": self.description, "source": self.source,
                  "design": self.design, "metric": self.metric, "mode": self.mode, "seeds": list(self.seeds),
-                 "base": jsonable(self.base),
+                 **({"base_seeds": list(self.base_seeds)} if self.base_seeds else {}), "base": jsonable(self.base),
                  "factors": [{"name": f.name, "levels": jsonable(f.levels), "distribution": jsonable(f.distribution)}
                              for f in self.factors],
                  "points": None if self.points is None else
@@ -176,7 +179,7 @@ class ExperimentRecord:
                 space=space.get("name") or "", design=space.get("design") or "", base=space.get("base") or {},
                 factors=tuple(_factor(f) for f in space["factors"] or ()), epochs=int(data["epochs"]),
                 metric=space.get("metric") or "val_acc", mode=space.get("mode") or "", seeds=space.get("seeds") or (),
-                points=None if space.get("points") is None else
+                base_seeds=space.get("base_seeds") or (), points=None if space.get("points") is None else
                 tuple(DesignPoint(p["label"], p["factor"], p["values"]) for p in space["points"]),
                 space_path=space.get("path") or "", description=space.get("description") or "",
                 source=space.get("source") or "", budget=data.get("budget") or "", num_trials=data.get("num_trials"),

@@ -116,12 +116,13 @@ class Budget:
     """How much compute a study gets: TrainConfig overrides (epochs, width, train_subset, ...), the
     schedulers' settings (schedulers.SETTINGS: ASHA's grace period, the reduction factor), each at its
     default unless the budget sets it, and `seeds` when this budget repeats points more (or less) often than
-    the space's `seeds` (None: the space's)."""
+    the space's `seeds` (None: the space's), and `base_seeds` likewise for the base point's."""
 
     name: str
     overrides: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, int] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    base_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.name not in BUDGETS:
@@ -169,6 +170,10 @@ class SearchSpace:
     mode: str
     budgets: Mapping[str, Budget]
     scheduler: str = DEFAULT_SCHEDULER  # what tune.run uses when --scheduler is not given
+    # one_at_a_time: the base point's seeds, `seeds` and more (None: `seeds`). Every pair compares a point
+    # with the base, so its seeds count in every comparison: with k points beside the base, about
+    # sqrt(k) times the seeds of a point minimises the pairs' variance for the trials spent.
+    base_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
@@ -185,10 +190,47 @@ class SearchSpace:
         object.__setattr__(self, "factors", tuple(self.factors))
         object.__setattr__(self, "seeds", tuple(self.seeds))
         object.__setattr__(self, "budgets", FrozenDict(self.budgets))
+        for budget in self.budgets:
+            own = self.budgets[budget].base_seeds
+            extra, where = (own, f"budgets.{budget}.base_seeds") if own else (self.base_seeds, "base_seeds")
+            if extra is None:
+                continue
+            if self.design != "one_at_a_time":
+                raise SpaceError(f"{self.path.name}: {where}: needs design one_at_a_time (a {self.design} design "
+                                 f"has no shared base point); drop it")
+            missing = [s for s in self.seeds_for(budget) if s not in extra]
+            if missing:
+                raise SpaceError(f"{self.path.name}: {where}: must include every seed the other points run at "
+                                 f"budget {budget}; add {', '.join(map(str, missing))}")
 
     def seeds_for(self, budget: str) -> tuple[int, ...]:
         """The seeds every design point runs at `budget`: the budget's own, else the space's."""
         return self.budgets[budget].seeds or self.seeds
+
+    def base_seeds_for(self, budget: str) -> tuple[int, ...]:
+        """The seeds the base point runs at `budget`: the budget's `base_seeds`, else the space's, else
+        `seeds_for(budget)`; the seeds of the other points come first."""
+        seeds = self.seeds_for(budget)
+        extra = self.budgets[budget].base_seeds or self.base_seeds or ()
+        return seeds + tuple(s for s in extra if s not in seeds)
+
+    def num_trials(self, budget: str) -> int | None:
+        """How many trials a fixed design runs at `budget`, counted without making them (None: sample)."""
+        if self.design == "sample":
+            return None
+        extra = len(self.base_seeds_for(budget)) - len(self.seeds_for(budget))
+        return self.num_points * len(self.seeds_for(budget)) + extra
+
+    def trials(self, budget: str) -> Iterator[tuple[DesignPoint, int]]:
+        """(point, seed) of every trial of a fixed design at `budget`, in the order they start: each seed
+        across all points in turn (a run cut short has whole replicates), then the base point's extra seeds."""
+        points = self.points()
+        seeds = self.seeds_for(budget)
+        for seed in seeds:
+            for point in points:
+                yield point, seed
+        for seed in self.base_seeds_for(budget)[len(seeds):]:
+            yield points[0], seed
 
     @property
     def num_points(self) -> int | None:

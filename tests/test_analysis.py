@@ -30,6 +30,7 @@ from analysis import (
 from analysis.__main__ import main
 from analysis.claims import CLAIMS_DIR, CSV_COLUMNS
 from analysis.inference import compare_pair, holm, pool_sd
+from analysis.comparisons import design_values
 from analysis.load import SkippedTrialWarning
 from search_spaces import level_key
 
@@ -267,7 +268,8 @@ PATTERN = np.array([-0.6, -0.2, 0.0, 0.2, 0.6, 0.0])
 
 
 def write_run(root: Path, *, design: str, factors: dict[str, list], trials: list[dict], epochs: int = 4,
-              seeds: list[int] = (0, 1, 2), scheduler: str = "asha", dataset: str = "cifar10") -> Path:
+              seeds: list[int] = (0, 1, 2), scheduler: str = "asha", dataset: str = "cifar10",
+              base_seeds: list[int] = ()) -> Path:
     """An experiment folder as tune.run writes one. trials: {"values": {factor: level}, "seed", "acc": [...
     val acc per epoch], "status" (default: completed if it ran every epoch, else running), "error": True to
     leave Tune's error.txt (a crashed trial)}."""
@@ -278,7 +280,8 @@ def write_run(root: Path, *, design: str, factors: dict[str, list], trials: list
     base = {**BASE, "dataset": dataset, **{n: lv[0] for n, lv in factors.items()
                                           if isinstance(lv, list) and not isinstance(lv[0], dict)}}
     state = {"space": {"name": "fake", "design": design, "metric": "val_acc", "mode": "max", "seeds": list(seeds),
-                       "base": {**base, "epochs": epochs}, "factors": spec, "points": None},
+                       "base": {**base, "epochs": epochs}, "factors": spec, "points": None,
+                       **({"base_seeds": list(base_seeds)} if base_seeds else {})},
              "budget": "smoke", "epochs": epochs, "scheduler": scheduler, "search": "grid", "grace_period": 1,
              "reduction_factor": 2, "num_trials": len(trials), "dataset": dataset, "resources": {"cpu": 1, "gpu": 0}}
     (root / "cnnsearch.json").write_text(json.dumps(state))
@@ -384,6 +387,32 @@ def test_planted_effects_get_their_verdicts_in_the_report_and_claims_csv(planted
     assert {r["epoch"] for r in rows} == {"3"} and {r["n_a"] for r in rows} == {"6"} and rows[0]["family"] == "4"
     assert float(rows[0]["diff"]) == pytest.approx(5.0) and float(rows[0]["low"]) > 0
     assert float(rows[3]["p_adjusted"]) == pytest.approx(float(checked[3].pairs[0].p_adjusted))
+
+
+def test_more_seeds_on_the_base_point_count_in_every_pair(tmp_path):
+    """Points at 3 seeds, the base at 9 (`base_seeds`): each pair tests 9 against 3 on the pooled df 4 x 2 + 8,
+    and the report's header and detectable effect say so."""
+    trials = [t for t in planted_trials() if t["seed"] < 3 or not t["values"]]  # PATTERN: 6 seeds
+    trials += [{**t, "seed": t["seed"] + 6} for t in planted_trials() if not t["values"] and t["seed"] < 3]
+    run = load_experiment(write_run(tmp_path / "base9", design="one_at_a_time", factors=PLANTED_FACTORS, epochs=3,
+                                    seeds=[0, 1, 2], base_seeds=list(range(9)), scheduler="fifo", trials=trials))
+    assert run.record.base_seeds == tuple(range(9))
+    claims = load_claims(write_claims(tmp_path, PLANTED_CLAIMS))
+    checked = check_claims(run, claims)
+    assert [v.verdict for v in checked][:2] == ["supported", "reversed"]
+    for v in checked:
+        test, = v.comparisons
+        assert (test.n_a, test.n_b, test.df) == (9, 3, 16)
+    out = tmp_path / "report"
+    write_report(run, out, claims=claims, test=False)
+    report = (out / "report.md").read_text()
+    assert "seeds 0, 1, 2 (base point: 0, 1, 2, 3, 4, 5, 6, 7, 8)" in report
+    sd = pool_sd(design_values(run, 3)).sd
+    from analysis.power import detectable_effect
+    mde = detectable_effect(sd, points=5, seeds=3, base_seeds=9, family=4)
+    assert mde < detectable_effect(sd, points=5, seeds=3, family=4)
+    assert f"5 design points x 3 seeds (9 on the base point), a difference between two points is found with 80% " \
+           f"power after Holm over the claims file's 4 tests when it is at least **{mde:.1f} points**" in report
 
 
 def test_a_folder_rebuilt_from_the_report_tables_gives_the_same_verdicts(planted, tmp_path):

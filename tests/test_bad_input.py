@@ -305,7 +305,7 @@ def _edit_trial(folder: Path, change) -> None:
 DAMAGE = {
     "state truncated": (lambda f, m: _newest_state(f).write_bytes(_newest_state(f).read_bytes()[:500]), "is damaged"),
     "state deleted": (lambda f, m: _newest_state(f).unlink(), "has no Tune state"),
-    "searcher state deleted": (lambda f, m: [p.unlink() for p in f.glob("basic-variant-state-*")],
+    "searcher state deleted": (lambda f, m: [p.unlink() for p in f.glob("searcher-state-*")],
                                "lacks the searcher's state"),
     "tuner.pkl corrupt": (lambda f, m: (f / "tuner.pkl").write_bytes(b"\x80\x05garbage"), "tuner.pkl: it is not a whole"),
     "cnnsearch.json corrupt": (lambda f, m: (f / "cnnsearch.json").write_text("{"), "is not a cnnsearch experiment"),
@@ -314,8 +314,8 @@ DAMAGE = {
     "planted pickle in the state": (lambda f, m: _edit_trial(f, lambda t: t.update(results=pickle.dumps(_Payload(m)).hex())),
                                     "names posix.system"),
     "planted searcher state": (lambda f, m: [p.write_bytes(pickle.dumps(_Payload(m)))
-                                             for p in f.glob("basic-variant-state-*")], "names posix.system"),
-    "planted code": (lambda f, m: [p.write_bytes(_code_payload(m)) for p in f.glob("basic-variant-state-*")],
+                                             for p in f.glob("searcher-state-*")], "names posix.system"),
+    "planted code": (lambda f, m: [p.write_bytes(_code_payload(m)) for p in f.glob("search_gen_state-*")],
                      "holds the code of a function '<lambda>'"),
     "planted callback state": (lambda f, m: (f / "callback-states-x.pkl").write_bytes(pickle.dumps(_Payload(m))),
                                "cnnsearch runs no callbacks"),

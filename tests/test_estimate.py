@@ -1,6 +1,7 @@
 """tune.estimate: the run time --dry-run prints, from the measured speeds in tune/speeds.json (no Ray)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -20,11 +21,19 @@ def test_every_shipped_space_has_an_estimate_on_this_cpu(name, budget):
     assert found.most_s > 0 and (found.likely_s is None or found.likely_s <= found.most_s)
 
 
+def _as_recorded(space, budget: str, seeds: tuple[int, ...]):
+    """`space` with `budget` at the seeds of a recorded run (before the base point ran more)."""
+    changed = dataclasses.replace(space.budgets[budget], seeds=seeds, base_seeds=None)
+    return dataclasses.replace(space, budgets={**space.budgets, budget: changed})
+
+
 def test_estimate_of_the_ablation_matches_the_recorded_runs():
     """bench/RESULTS.md (ASHA economy), same 2-core machine: FIFO 144 epochs in 33.4 min, ASHA (grace 2,
-    reduction 3) 72 epochs in 18.1 min. The estimate is built from other measurements (per-shape
-    speeds), so agreeing within a factor of 1.5 checks both."""
-    space = load_space("ablation")
+    reduction 3) 72 epochs in 18.1 min, both 9 points x 2 seeds. The estimate is built from other
+    measurements (per-shape speeds), so agreeing within a factor of 1.5 checks both."""
+    shipped = load_space("ablation")
+    assert estimate(Plan(shipped, "cpu"), device="cpu", concurrent=2).epochs == shipped.num_trials("cpu") * 8
+    space = _as_recorded(shipped, "cpu", (0, 1))
     fifo = estimate(Plan(space, "cpu", scheduler="fifo"), device="cpu", concurrent=2)
     asha = estimate(Plan(space, "cpu", scheduler="asha"), device="cpu", concurrent=2)
     assert estimate(Plan(space, "cpu"), device="cpu", concurrent=2) == fifo  # FIFO: the claims space's default
@@ -37,8 +46,9 @@ def test_estimate_of_the_ablation_matches_the_recorded_runs():
 
 
 def test_gpu_estimate_uses_the_h100_table_and_says_what_it_lacks():
-    """The full ablation under MPS, 4 trials on one H100, measured 382 s of tuning loop (bench/RESULTS.md)."""
-    space = load_space("ablation")
+    """The full ablation under MPS, 4 trials on one H100, measured 382 s of tuning loop (bench/RESULTS.md), 9 points
+    x 2 seeds."""
+    space = _as_recorded(load_space("ablation"), "full", (0, 1))
     found = estimate(Plan(space, "full", scheduler="fifo"), device="cuda", concurrent=4, gpu_share=0.25, mps=True)
     assert 382 / 1.5 < found.most_s < 382 * 1.5 and "H100" in found.source
     missing = estimate(Plan(load_space("architectures"), "full"), device="cuda", concurrent=1)

@@ -247,9 +247,38 @@ def test_budget_seeds_and_scheduler(tmp_path):
     assert load_space(str(_write(tmp_path, VALID))).scheduler == "asha"  # DEFAULT_SCHEDULER
 
 
+def test_base_seeds(tmp_path):
+    """A one-at-a-time base point may run more seeds than the others (the space's `base_seeds` or a
+    budget's): the trials list each seed across all points in turn, then the base's extra seeds; the plan,
+    its trial params, its --resume configs, its dry-run lines and its record all count them."""
+    from tune.plan import Plan
+
+    space = load_space(str(_write(tmp_path, _with(VALID, seeds=2, base_seeds=[0, 1, 7], budgets={
+        **VALID["budgets"], "full": {"epochs": 2, "seeds": 3, "base_seeds": 5}}))))
+    assert (space.base_seeds_for("cpu"), space.base_seeds_for("full")) == ((0, 1, 7), (0, 1, 2, 3, 4))
+    assert [(p.label, s) for p, s in space.trials("cpu")] == [
+        ("base", 0), ("lr=0.01", 0), ("base", 1), ("lr=0.01", 1), ("base", 7)]
+    for budget, trials in (("cpu", 5), ("full", 2 * 3 + 2)):
+        plan = Plan(space, budget)
+        params = plan.trial_params()
+        assert plan.num_trials == space.num_trials(budget) == len(params) == trials
+        configs = {json.dumps(trial_config({**plan.param_space(), **p}), sort_keys=True) for p in params}
+        assert configs == plan.trial_configs() and len(configs) == trials  # no trial twice
+        assert len(plan.describe()) == 3 + trials
+        assert plan.record().base_seeds == space.base_seeds_for(budget)
+    seeds = [p["seed"] for p in Plan(space, "full").trial_params() if p["design_point"]["factor"] is None]
+    assert seeds == [0, 1, 2, 3, 4]
+    plain = Plan(load_space(str(_write(tmp_path, _with(VALID, seeds=2)))), "cpu")
+    assert plain.num_trials == 4 and plain.record().base_seeds == ()  # the record says nothing extra
+    grid = Plan(load_space(str(_write(tmp_path, _with(GRID, seeds=2, factors={"lr": {"levels": [0.001, 0.01]}})))), "cpu")
+    assert grid.trial_params() == [{"seed": 0, "lr": 0.001}, {"seed": 0, "lr": 0.01}, {"seed": 1, "lr": 0.001},
+                                   {"seed": 1, "lr": 0.01}]
+
+
 def test_spaces_with_claims_run_fifo_and_three_seeds_at_full(spaces):
     """Claims are checked at the last epoch, so the spaces that have claims files run every level to it; at the
-    full budget no verdict rests on 2 seeds. The open search keeps ASHA."""
+    full budget no verdict rests on 2 seeds, and a shared base point runs at least twice a point's seeds.
+    The open search keeps ASHA."""
     from analysis.claims import CLAIMS_DIR
 
     with_claims = {p.stem for p in CLAIMS_DIR.glob("*.yaml")}
@@ -258,15 +287,19 @@ def test_spaces_with_claims_run_fifo_and_three_seeds_at_full(spaces):
         assert space.scheduler == ("fifo" if name in with_claims else "asha"), name
         if name in with_claims:
             assert len(space.seeds_for("full")) >= 3 and len(space.seeds_for("cpu")) >= 2, name
+        if name in with_claims and space.design == "one_at_a_time":  # every pair shares the base point
+            for budget in ("cpu", "full"):
+                assert len(space.base_seeds_for(budget)) >= 2 * len(space.seeds_for(budget)), (name, budget)
 
 
 def test_readme_examples_load(tmp_path):
     blocks = re.findall(r"```yaml\n(.*?)```", (PACKAGE / "README.md").read_text(), re.S)
     space = load_space(str(_write(tmp_path, blocks[0])))
     assert [p.label for p in space.points()] == ["base", "stem_kernel=7", "dropout=0.4", "dropout=0.8"]
+    assert space.base_seeds_for("cpu") == (0, 1, 2, 3) and space.num_trials("full") == 4 * 3 + 1
     example, recipe = blocks
     grid = example.replace(example[example.index("factors:"):example.index("design:")], recipe)
-    grid = grid.replace("design: one_at_a_time", "design: grid")
+    grid = re.sub(r"\nbase_seeds:[^\n]*", "", grid.replace("design: one_at_a_time", "design: grid"))  # no base in a grid
     space = load_space(str(_write(tmp_path, grid)))
     assert [p.label for p in space.points()] == ["optimizer=sgd,lr=0.001", "optimizer=adamax,lr=0.002"]
 
@@ -320,6 +353,12 @@ BAD = [
     (_with(VALID, budgets={**VALID["budgets"], "full": {"seeds": [1, 1]}}), ["budgets.full.seeds[1]:", "duplicate"]),
     (_with(VALID, budgets={**VALID["budgets"], "full": {"seeds": 0}}), ["budgets.full.seeds:", "count n >= 1"]),
     (_with(VALID, scheduler="pbt"), ["scheduler:", "asha", "fifo", "'pbt'"]),
+    (_with(VALID, base_seeds=[0, -1]), ["base_seeds[1]:", "integers >= 0"]),
+    (_with(VALID, budgets={**VALID["budgets"], "cpu": {"base_seeds": "4"}}), ["budgets.cpu.base_seeds:", "count n >= 1"]),
+    (_with(GRID, base_seeds=4), ["base_seeds: needs design one_at_a_time", "no shared base point"]),
+    (_with(VALID, seeds=[0, 1], budgets={**VALID["budgets"], "full": {"base_seeds": [1, 2, 3]}}),
+     ["budgets.full.base_seeds: must include every seed", "budget full; add 0"]),
+    (_with(VALID, seeds=[0, 5], base_seeds=4), ["base_seeds: must include every seed", "budget smoke; add 5"]),
     (_with(VALID, base={**VALID["base"], "seed": 1}), ["base.seed:", "seeds"]),
     (_with(VALID, base={**VALID["base"], "lerning_rate": 1}), ["base: unknown key 'lerning_rate'", "TrainConfig keys are:"]),
     (_with(VALID, base={**VALID["base"], "optimizer": "rmsprop"}), ["base:", "optimizer must be one of"]),

@@ -168,7 +168,7 @@ def test_live_view_tensorboard_mlflow_and_kept_checkpoints(asha_run):
     mlflow_curves = {}  # trial id (the end of the run's name, train_trial_ID) -> [(epoch, val_acc)]
     for run in client.search_runs([client.get_experiment_by_name("abl").experiment_id]):
         history = sorted(client.get_metric_history(run.info.run_id, "val_acc"), key=lambda m: m.step)
-        mlflow_curves["_".join(run.data.tags["trial_name"].split("_")[-2:])] = [(m.step, m.value) for m in history]
+        mlflow_curves[run.data.tags["trial_name"].rsplit("_", 1)[-1]] = [(m.step, m.value) for m in history]
     assert len(mlflow_curves) == len(results) == 18
     for name, rows in results.items():
         point = json.loads((exp / name / "params.json").read_text())["design_point"]["label"]
@@ -254,9 +254,14 @@ def test_failed_trial_is_retried_from_checkpoint(ray_cluster, inject_dir, tmp_pa
 
 def test_resume_after_driver_is_killed(data_root, tmp_path):
     """SIGKILL the driver (and its local cluster) once some trials have reported, then --resume:
-    every trial finishes and no epoch is missing or reported twice."""
+    every trial finishes and no epoch is missing or reported twice. The space is the smoke ablation with 4
+    seeds on the base point (20 trials), so the trials not yet started at the kill, the base's extra
+    seeds among them, come from the saved searcher state, each once."""
     env = {**os.environ, "CNNSEARCH_DATA_DIR": str(data_root), "RAY_USAGE_STATS_ENABLED": "0"}
-    args = [sys.executable, "-m", "tune.run", "--space", "ablation", *SMOKE, "--scheduler", "fifo",
+    space = tmp_path / "ablation4.yaml"
+    text = (REPO / "search_spaces" / "ablation.yaml").read_text()
+    space.write_text(text.replace("  smoke: {epochs: 2,", "  smoke: {base_seeds: 4, epochs: 2,"))
+    args = [sys.executable, "-m", "tune.run", "--space", str(space), *SMOKE, "--scheduler", "fifo",
             "--storage", str(tmp_path), "--name", "killed", "--num-cpus", "2"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     exp = tmp_path / "killed"
@@ -281,10 +286,13 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
     assert "may become a bottleneck" not in resumed.stdout + resumed.stderr
     assert "Token authentication is enabled" not in resumed.stdout + resumed.stderr  # Ray's notice on every run
     after = trial_results(exp)
-    assert len(after) == 18
+    assert len(after) == 20
     assert_complete(after, {2})
     for name, rows in before.items():  # nothing reported before the kill was lost
         assert after[name][: len(rows)] == rows or len(rows) < 2, name
+    params = [json.loads((exp / name / "params.json").read_text()) for name in after]
+    trials = sorted((p["design_point"]["label"], p["seed"]) for p in params)
+    assert len(set(trials)) == 20 and sorted(s for label, s in trials if label == "base") == [0, 1, 2, 3]
 
 
 def test_existing_cluster_through_address(data_root, tmp_path):
@@ -395,12 +403,13 @@ def test_dry_run_checks_the_data_and_estimates_the_time(data_root, tmp_path, cap
                  str(data_root)]) == 0
     out = capsys.readouterr().out
     assert f"data: cifar10 found in {data_root} (cifar10-jpeg)" in out
-    assert re.search(r"^estimated time: \d+ min at most \(144 epochs, 2 at once\); speeds: this project's 2-core CPU",
+    # 9 points x 2 seeds and 2 more on the base point, 8 epochs each
+    assert re.search(r"^estimated time: \d+ min at most \(160 epochs, 2 at once\); speeds: this project's 2-core CPU",
                      out, re.M)  # FIFO, the space's default: every trial runs to its end
     assert main(["--space", "ablation", "--budget", "cpu", "--scheduler", "asha", "--dry-run", "--num-cpus", "2",
                  "--data-dir", str(data_root)]) == 0
-    assert re.search(r"^estimated time: \d+ min at most \(144 epochs, 2 at once\); about \d+ min if the scheduler "
-                     r"stops trials at its rungs \(~64 epochs\); speeds: this project's 2-core CPU",
+    assert re.search(r"^estimated time: \d+ min at most \(160 epochs, 2 at once\); about \d+ min if the scheduler "
+                     r"stops trials at its rungs \(~74 epochs\); speeds: this project's 2-core CPU",
                      capsys.readouterr().out, re.M)
     # Missing data: downloaded by the run when allowed, else the dry run fails as the run would.
     assert main(["--space", "ablation", "--dry-run", "--data-dir", str(tmp_path)]) == 0
@@ -431,7 +440,8 @@ def test_dry_run_lists_every_trial(capsys):
     assert "18 trial(s)" in out and "36 epochs in total at most" in out
     assert [(label, seed) for _, label, seed in trials if label.startswith("stem_kernel")] == [
         ("stem_kernel=7", "0"), ("stem_kernel=7", "1")]
-    assert re.search(r"^\s*3\. stem_kernel=7 seed=0: stem_kernel=7$", out, flags=re.MULTILINE)
+    assert re.search(r"^\s*2\. stem_kernel=7 seed=0: stem_kernel=7$", out, flags=re.MULTILINE)
+    assert re.search(r"^\s*11\. stem_kernel=7 seed=1: stem_kernel=7$", out, flags=re.MULTILINE)  # seed by seed
 
 
 @pytest.mark.parametrize("changes, message", [

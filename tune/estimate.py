@@ -141,8 +141,7 @@ def _trial_configs(plan) -> list[list[dict[str, Any]]]:
     combination of the speed-relevant choices it may draw (its time is their mean)."""
     space = plan.space
     if space.design != "sample":
-        return [[plan._override(space.config(plan.budget, point, seed))]
-                for point in space.points() for seed in space.seeds]
+        return [[plan._override(space.config(plan.budget, point, seed))] for point, seed in space.trials(plan.budget)]
     choices = [[(f.name, level) for level in f.values] for f in space.factors
                if not f.continuous and set(f.keys) & set(SPEED_KEYS)]
     configs = []

@@ -182,7 +182,11 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     # nearly every epoch. The local snapshot is a small JSON write (bench/RESULTS.md, Tune overhead), and
     # Tune's separate slow-sync warning (30 s) still fires for a storage that is really slow.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    with _tune_logs_checked():
+    # Tune lets a searcher other than its grid generator keep one trial waiting for resources at a time, so
+    # trials that share a GPU would start one after another, each after the one before had started. The fixed
+    # designs' TrialList gets the grid generator's allowance (Ray's rule: max(200, 1.1 x the cluster's CPUs)).
+    pending = None if plan.space.design == "sample" else str(max(200, int(cluster.get("CPU", 1) * 1.1)))
+    with _tune_logs_checked(), _environ("TUNE_MAX_PENDING_TRIALS_PG", pending):
         results = stop.fit(tuner)
     return RunResult(path=exp_path, trials=len(results), errors=results.num_errors, best=_best(results, plan))
 
@@ -192,7 +196,7 @@ def _tune_config(plan: Plan, options: RunOptions, study: str | None) -> ray_tune
     space = plan.space
     entry = plan.scheduler_entry
     return ray_tune.TuneConfig(
-        metric=space.metric, mode=space.mode, num_samples=plan.num_samples if space.design == "sample" else 1,
+        metric=space.metric, mode=space.mode, num_samples=plan.num_trials,  # a sampled design's draws, or its list
         scheduler=entry.build(ray_tune.schedulers, plan.epochs, plan.scheduler_settings),
         search_alg=_searcher(plan, study), max_concurrent_trials=options.max_concurrent, trial_dirname_creator=_trial_dirname,
         # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
@@ -233,7 +237,9 @@ def _searcher(plan: Plan, study: str | None = None):
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         return BasicVariantGenerator(random_state=plan.seed)
-    return None  # grid: Tune's default generator expands the grid_search keys
+    from .trials import TrialList
+
+    return TrialList(plan.trial_params(), plan.space.metric, plan.space.mode)  # fixed designs: the plan's trials
 
 
 def _trial_dirname(trial) -> str:
@@ -394,6 +400,19 @@ class _TuneLogFilter(logging.Filter):
             raise _RestoreFailed(record.exc_info[1] if record.exc_info else message)
         # After a stop, each trial that had not started yet gets a "could not fetch metrics" warning.
         return "Tuner.restore(" not in message and not message.startswith("Failed to fetch metrics for")
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None):
+    """`name` set to `value` inside the block, unless the user set it (or value is None); as it was after."""
+    if value is None or name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 @contextlib.contextmanager

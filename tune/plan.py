@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnsearch.config import MAX_SEED, TrainConfig
-from search_spaces import MAX_TRIALS, SCHEDULERS, SETTINGS, ExperimentRecord, Scheduler, SearchSpace, SpaceError
+from search_spaces import (MAX_TRIALS, SCHEDULERS, SETTINGS, ExperimentRecord, Scheduler, SearchSpace, SpaceError,
+                           jsonable)
 
 __all__ = ["Plan", "SEARCHES"]
 
@@ -100,12 +101,17 @@ class Plan:
     def num_trials(self) -> int:
         if self.space.design == "sample":
             return self.num_samples
-        return self.space.num_points * len(self.seeds)
+        return self.space.num_trials(self.budget)
 
     @property
     def seeds(self) -> tuple[int, ...]:
         """The seeds every design point runs (the budget's, else the space's)."""
         return self.space.seeds_for(self.budget)
+
+    @property
+    def base_seeds(self) -> tuple[int, ...]:
+        """The seeds the base point of a one-at-a-time design runs (`seeds` and any more)."""
+        return self.space.base_seeds_for(self.budget)
 
     @property
     def scheduler_entry(self) -> Scheduler:
@@ -128,7 +134,7 @@ class Plan:
         if self.space.design == "sample":
             return None
         return {json.dumps(self._override(self.space.config(self.budget, point, seed)), sort_keys=True)
-                for point in self.space.points() for seed in self.seeds}
+                for point, seed in self.space.trials(self.budget)}
 
     def _override(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "dataset": self.dataset} if self.dataset else config
@@ -140,6 +146,7 @@ class Plan:
         return ExperimentRecord(
             space=space.name, design=space.design, base=self.base_config(), factors=space.factors, epochs=self.epochs,
             metric=space.metric, mode=space.mode, seeds=self.seeds,
+            base_seeds=self.base_seeds if space.design == "one_at_a_time" and self.base_seeds != self.seeds else (),
             points=tuple(space.points()) if space.design != "sample" else None, space_path=str(space.path),
             description=space.description, source=space.source, budget=self.budget, num_trials=self.num_trials,
             dataset=self.dataset_name, scheduler=self.scheduler, settings=self.scheduler_settings, search=self.search,
@@ -147,6 +154,8 @@ class Plan:
 
     # What Tune gets -----------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
+        """What every trial shares; a sampled design's factors are Tune domains here, a fixed design's
+        trials are `trial_params()`, which tune.trials.TrialList hands to Tune one by one."""
         # Ray is imported here, not at the top: the runner sets Ray's environment (RAY_AUTH_MODE for
         # --address) after parsing its arguments, and Ray reads it once, at import.
         from ray import tune as ray_tune
@@ -155,14 +164,17 @@ class Plan:
         if space.design == "sample":
             for factor in space.factors:
                 base[factor.name] = _domain(factor.distribution) if factor.distribution else ray_tune.choice(list(factor.levels))
-            return base
-        base["seed"] = ray_tune.grid_search(list(self.seeds))
-        if space.design == "one_at_a_time":
-            base["design_point"] = ray_tune.grid_search([p.param() for p in space.points()])
-        else:
-            for factor in space.factors:
-                base[factor.name] = ray_tune.grid_search(list(factor.levels))
         return base
+
+    def trial_params(self) -> list[dict[str, Any]]:
+        """What each trial of a fixed design adds to `param_space()`, in the order they start: `seed`, and
+        `design_point` (one_at_a_time) or the factors' levels (grid). A list, not Tune's grid_search,
+        because the base point may run more seeds than the others (`base_seeds`)."""
+        if self.space.design == "sample":
+            raise SpaceError(f"{self.space.path.name}: design sample draws its trials; it has no fixed list")
+        if self.space.design == "one_at_a_time":
+            return [{"seed": seed, "design_point": point.param()} for point, seed in self.space.trials(self.budget)]
+        return [{"seed": seed, **jsonable(dict(point.values))} for point, seed in self.space.trials(self.budget)]
 
     def describe(self) -> list[str]:
         """Lines for --dry-run: one per trial, then the total."""
@@ -178,8 +190,7 @@ class Plan:
             return lines
         base = self.base_config()
         lines.append(f"base: {_compact(base)}")
-        trials = ((p, s) for _, p in self.space.design_points() for s in self.seeds)
-        for i, (point, seed) in enumerate(itertools.islice(trials, LISTED)):
+        for i, (point, seed) in enumerate(itertools.islice(self.space.trials(self.budget), LISTED)):
             config = self._override(self.space.config(self.budget, point, seed))
             changed = {k: v for k, v in config.items() if k != "seed" and base.get(k) != v}
             lines.append(f"  {i + 1:3d}. {point.label} seed={seed}" + (f": {_compact(changed)}" if changed else ""))

@@ -36,9 +36,11 @@ __all__ = ["check_tune_state", "inspect_pickle", "saved_statuses", "UnsafeState"
 
 TUNER_FILE = "tuner.pkl"
 STATE_GLOB = "experiment_state-*.json"  # Tune's TuneController.CKPT_FILE_TMPL
-# The searcher's state, by search: BasicVariantGenerator (grid, random) or SearchGenerator (Optuna).
-SEARCH_GLOBS = {"grid": ("basic-variant-state-*.json",), "random": ("basic-variant-state-*.json",),
-                "optuna": ("search_gen_state-*.json", "searcher-state-*.pkl")}
+# The searcher's state, by search: SearchGenerator (Optuna; the TrialList of fixed designs) or
+# BasicVariantGenerator (random; fixed designs before TrialList): any one of these sets, whole.
+SEARCH_GLOBS = {"grid": (("search_gen_state-*.json", "searcher-state-*.pkl"), ("basic-variant-state-*.json",)),
+                "random": (("basic-variant-state-*.json",),),
+                "optuna": (("search_gen_state-*.json", "searcher-state-*.pkl"),)}
 # Every searcher's state is checked whatever the search (Tune reads what it finds); the callbacks'
 # state Tune would also load, but cnnsearch runs no callbacks that keep any.
 OTHER_GLOBS = ("basic-variant-state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
@@ -84,6 +86,7 @@ _CLASSES: dict[str, set[str]] = {
     "ray.tune.search.sample": {"Categorical", "Categorical._Uniform", "Float", "Float._LogUniform", "Float._Uniform",
                                "Integer", "Integer._Uniform", "_BackwardsCompatibleNumpyRng"},
     "ray.tune.stopper.noop": {"NoopStopper"}, "ray.tune.tune_config": {"TuneConfig"},
+    "tune.trials": {"TrialList"},  # the searcher of fixed designs (a list of plain params)
     "tune.progress": {"ProgressLine"},  # the runner's progress line (plain values only)
     "ray.air.integrations.mlflow": {"MLflowLoggerCallback"}, "ray.air._internal.mlflow": {"_MLflowLoggerUtil"},  # --log-to mlflow
 }
@@ -240,11 +243,12 @@ def check_tune_state(filesystem: pafs.FileSystem, exp_path: str, shown: str, pla
     if TUNER_FILE not in names:
         raise RunError(f"--resume: {shown} has no {TUNER_FILE}; it cannot be resumed (start it again under "
                        "another --name)")
-    for pattern in SEARCH_GLOBS[plan.search]:
-        if not fnmatch.filter(names, pattern):
-            raise RunError(f"--resume: {shown} lacks the searcher's state ({pattern}): Tune would start new "
-                           "trials in place of the lost ones; it cannot be resumed (start it again under "
-                           "another --name)")
+    sets = SEARCH_GLOBS[plan.search]
+    if not any(all(fnmatch.filter(names, pattern) for pattern in patterns) for patterns in sets):
+        shown_sets = " or ".join(" + ".join(patterns) for patterns in sets)
+        raise RunError(f"--resume: {shown} lacks the searcher's state ({shown_sets}): Tune would start new "
+                       "trials in place of the lost ones; it cannot be resumed (start it again under "
+                       "another --name)")
     for name in fnmatch.filter(names, CALLBACK_GLOB):
         raise RunError(f"--resume: refusing {shown}/{name}: cnnsearch runs no callbacks that keep state, so "
                        "this file was not written by its run (loading it could run code)")
