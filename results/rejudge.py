@@ -1,12 +1,13 @@
 """Re-judge every published result under results/ with the current analysis: `python results/rejudge.py`.
 
-ablation-full-fifo keeps its experiment folder (run/, JSON only). The three older results kept only their report
+ablation-full-fifo and ablation-cpu-fifo-base4 keep their experiment folders (run/, JSON only). The three older results kept only their report
 outputs; their folders are rebuilt from trials.csv and epochs.csv into run/ (analysis.rebuild) with the record
 their report stated, once. Then each report is written again with `--no-test`: no checkpoint is kept, so the
 test-split paragraph of the report made on the machine that ran it is carried over (and its confusion.png kept).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -47,6 +48,8 @@ def rebuild(name: str) -> None:
     plan = Plan(load_space(how["space"]), how["budget"], scheduler=how["scheduler"], settings=how["settings"],
                 dataset=how["dataset"])
     record = plan.record(resources={"cpu": 1.0, "gpu": 0.0}, command=how["command"], created=how["created"])
+    # As run then: every point at the space's seeds (the base point's extra seeds came later).
+    record = dataclasses.replace(record, base_seeds=(), num_trials=plan.space.num_points * len(plan.seeds))
     rebuild_run(RESULTS / name, record, RESULTS / name / "run")
     (RESULTS / name / "run" / "REBUILT.md").write_text(
         f"Rebuilt by `python results/rejudge.py` from ../trials.csv and ../epochs.csv (analysis/rebuild.py): the "
@@ -69,5 +72,5 @@ def rejudge(name: str) -> Path:
 
 if __name__ == "__main__":
     os.chdir(REPO)
-    for name in ("ablation-full-fifo", *REBUILT):
+    for name in ("ablation-full-fifo", "ablation-cpu-fifo-base4", *REBUILT):
         print(f"wrote {rejudge(name)}")
