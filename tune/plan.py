@@ -146,7 +146,7 @@ class Plan:
         return ExperimentRecord(
             space=space.name, design=space.design, base=self.base_config(), factors=space.factors, epochs=self.epochs,
             metric=space.metric, mode=space.mode, seeds=self.seeds,
-            base_seeds=self.base_seeds if space.design == "one_at_a_time" and self.base_seeds != self.seeds else (),
+            base_seeds=self.base_seeds if self.base_seeds != self.seeds else (),
             points=tuple(space.points()) if space.design != "sample" else None, space_path=str(space.path),
             description=space.description, source=space.source, budget=self.budget, num_trials=self.num_trials,
             dataset=self.dataset_name, scheduler=self.scheduler, settings=self.scheduler_settings, search=self.search,
