@@ -2,17 +2,22 @@
 # The GPU checks of one device session, each step under its own time limit; log and results under $OUT.
 #   bash .devkit/run.sh bash bench/gpu_check.sh table      # CUDA tests, today vs now, bench/gpu.py's table
 #   bash .devkit/run.sh bash bench/gpu_check.sh ablation   # the full ablation space under FIFO, its report
+#   bash .devkit/run.sh bash bench/gpu_check.sh claims SPACE   # SPACE at budget full (--mps), for issue 11's
+#       full-scale reproduction; a run longer than LIMIT (540 s, under the device's 10-minute call) stops with
+#       Ctrl-C's exit 130 and the same command in the next call (within 30 s, while /root is kept) resumes it
 # "today" is the engine before the fast path, carried as .baseline/cnnsearch (git archive 7d9b293 cnnsearch).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 LOG=$OUT/log.txt
-RUNS=/root/gpu-runs
+RUNS=${RUNS:-/root/gpu-runs}
 step() {  # step LIMIT_S COMMAND...: run it, log it, never stop the script
   local limit=$1; shift
   echo "=== $(date +%T) [$limit s] $*" | tee -a "$LOG"
   timeout -s INT -k 20 "$limit" "$@" 2>&1 | tee -a "$LOG"
-  echo "=== exit ${PIPESTATUS[0]}" | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  echo "=== exit $rc" | tee -a "$LOG"
+  return "$rc"
 }
 case "${1:-table}" in
   table)
@@ -30,6 +35,19 @@ case "${1:-table}" in
     step 450 python bench/gpu.py --table-from "${TABLE:-bench/gpu.json}" --ablation "$RUNS" --json "$OUT/gpu-ablation.json"
     step 100 python -m analysis report "$RUNS/ablation-full-fifo" --out "$RUNS/ablation-full-fifo/analysis" --no-download
     tar czf "$OUT/ablation-full-fifo.tgz" --exclude='*.pt' -C "$RUNS" ablation-full-fifo
+    ;;
+  claims)
+    space=${2:-ablation}; name=$space-full
+    mkdir -p "$RUNS"
+    resume=(); [ -d "$RUNS/$name" ] && resume=(--resume)
+    mps=(--mps); [ "${MPS:-1}" = 0 ] && mps=()  # BUDGET=smoke MPS=0 RUNS=DIR: the same steps on a CPU
+    if step "${LIMIT:-540}" python -m tune.run --space "$space" --budget "${BUDGET:-full}" "${mps[@]}" --no-dashboard \
+        --no-download --storage "$RUNS" --name "$name" "${resume[@]}"; then
+      step 100 python -m analysis report "$RUNS/$name" --out "$RUNS/$name/analysis" --no-download
+    else
+      echo "=== not finished: the same command in the next call resumes it" | tee -a "$LOG"
+    fi
+    [ -d "$RUNS/$name" ] && tar czf "$OUT/$name.tgz" --exclude='*.pt' -C "$RUNS" "$name"
     ;;
 esac
 echo "=== $(date +%T) done" | tee -a "$LOG"
