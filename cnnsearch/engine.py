@@ -5,7 +5,6 @@ there in batches (see `cnnsearch.data`), so the loop has no per-image Python and
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import os
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .files import replaced
 from .data import Augment, Dataset, ImageSplit, iterate_batches, split_train_val
 from .models import build_model
 from .steps import (EagerStep, GraphedStep, autocast, portable_optimizer_state, portable_scheduler_state,
@@ -306,16 +306,11 @@ def _keep_lr_tensors(optimizer: torch.optim.Optimizer, tensors: list[torch.Tenso
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write atomically, so a run killed mid-save never leaves a half checkpoint that looks valid. The
     temporary file beside it goes whatever happens; a failed write (a full disk) is an OSError."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
     try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with replaced(path) as tmp:
+            torch.save(state, tmp)
     except RuntimeError:  # torch's zip writer reports a failed write (a full disk) as "unexpected pos"
-        raise OSError(errno.EIO, "the write failed (is the disk full?)", path) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+        raise OSError(errno.EIO, "the write failed (is the disk full?)", os.fspath(path)) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

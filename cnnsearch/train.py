@@ -13,7 +13,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from .cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, int_list, stop_on_signals
 from .config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
+from .files import replaced
 
 __all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
 
@@ -132,16 +132,8 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a full disk or a kill never leaves `path` half-written;
-    the temporary file goes whatever happens."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    with replaced(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(text)
 
 
 def _progress_bar(batches, *, total: int, totals, every_s: float = 0.5):
