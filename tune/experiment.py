@@ -372,14 +372,8 @@ class _StopOnSignal:
         self.arm()
         self.fitting = True
         main = threading.current_thread() is threading.main_thread()
-        previous = os.environ.get(_NO_TUNE_SIGINT)
-        if main:  # Tune reads it when its loop starts
-            os.environ[_NO_TUNE_SIGINT] = "1"
-        try:
+        with _environ(_NO_TUNE_SIGINT, "1" if main else None, override=True):  # Tune reads it when its loop starts
             results = tuner.fit()
-        finally:
-            if main:
-                os.environ.pop(_NO_TUNE_SIGINT) if previous is None else os.environ.update({_NO_TUNE_SIGINT: previous})
         if self.signum is not None:
             raise Interrupted(self.signum, self.exp_path, self.trials)
         return results
@@ -403,16 +397,21 @@ class _TuneLogFilter(logging.Filter):
 
 
 @contextlib.contextmanager
-def _environ(name: str, value: str | None):
-    """`name` set to `value` inside the block, unless the user set it (or value is None); as it was after."""
-    if value is None or name in os.environ:
+def _environ(name: str, value: str | None, *, override: bool = False):
+    """`name` set to `value` inside the block (None: left alone; a value the user set is kept unless
+    `override`); as it was after."""
+    previous = os.environ.get(name)
+    if value is None or (previous is not None and not override):
         yield
         return
     os.environ[name] = value
     try:
         yield
     finally:
-        os.environ.pop(name, None)
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 @contextlib.contextmanager
