@@ -267,13 +267,17 @@ def eta_squared(configs, values) -> dict[str, float]:
     return {k: v / total for k, v in shares.items()}
 
 
+# The importance tests' design: three factors (3, 2 and 4 levels) on 24 trials; the planted effect is on level 0 of a.
+IMPORTANCE_CONFIGS = [{"a": i % 3, "b": (i // 3) % 2, "c": (i // 6) % 4} for i in range(24)]
+IMPORTANCE_EFFECT = np.array([1.0 * (c["a"] == 0) for c in IMPORTANCE_CONFIGS])
+
+
 def test_noise_floor_calibration():
     """Three factors on 24 trials, 300 data sets: with no effect each factor is above its floor <= 5% of the
     time; with a 4-sd effect on a third of the trials (level 0 of `a`), `a` nearly always is. 19 permutations:
     the fewest that reach the 95% floor (observed above all 19)."""
     rng = np.random.default_rng(1100)
-    configs = [{"a": i % 3, "b": (i // 3) % 2, "c": (i // 6) % 4} for i in range(24)]
-    effect = np.array([1.0 * (c["a"] == 0) for c in configs])
+    configs, effect = IMPORTANCE_CONFIGS, IMPORTANCE_EFFECT
     null_flags, planted = [], []
     for _ in range(300):
         noise = rng.normal(size=24)
@@ -293,8 +297,7 @@ def test_noise_floor_holm_over_factors_keeps_the_family_wise_rate():
     With no effect, some factor is called in <= 5% of 300 data sets (4.3% here; reading each factor's floor alone,
     17%); a 4-sd effect on a third of the trials is still found most of the time (86% here, 100% per factor)."""
     rng = np.random.default_rng(1200)
-    configs = [{"a": i % 3, "b": (i // 3) % 2, "c": (i // 6) % 4} for i in range(24)]
-    effect = np.array([1.0 * (c["a"] == 0) for c in configs])
+    configs, effect = IMPORTANCE_CONFIGS, IMPORTANCE_EFFECT
     any_null, planted = [], []
     for _ in range(300):
         noise = rng.normal(size=24)
