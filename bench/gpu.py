@@ -7,8 +7,9 @@ Workloads: ResNet-18 at batch 512 (report E's recipe) and batch 64, DenseNet-121
 batch 64 (report A's). Steps: `eager` (plain PyTorch: the engine before the fast path), `graph` (the
 whole training step replayed as one CUDA graph, the default on CUDA), `compile` and `compile+graph`
 (torch.compile'd network; ResNet-18 b512 only, as compiling costs tens of seconds per model). Sharing:
-one trial alone, 4 trials at once in 4 processes (as Tune runs `--gpus-per-trial 0.25`), and 4 at once
-under NVIDIA MPS where the driver has its control daemon.
+one trial alone, 4 trials at once in 4 processes (as Tune runs `--gpus-per-trial 0.25`), 4 at once
+under NVIDIA MPS where the driver has its control daemon, and 4 seeds fused into one process and one
+stacked network (`cnnsearch.fused.fit_seeds`, HFTA-style; the process has the whole card).
 
 Each measurement is real training through `fit` on CIFAR-10 (crop+flip augmentation on the GPU, bf16,
 channels_last): one warm-up epoch (cuDNN autotuning, graph capture, compilation), then one timed epoch.
@@ -52,6 +53,7 @@ WORKLOADS = (
 STEPS = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True},
          "compile": {"compile": True, "cuda_graph": False}, "compile+graph": {"compile": True, "cuda_graph": True}}
 COMPILED = {"resnet18-b512"}  # workloads also measured with the compile steps (alone only)
+FUSED_STEPS = ("graph",)  # steps also measured with SHARERS seeds fused in one process (the default step on CUDA)
 
 
 # --- one worker process: trains what it is sent, reports images/s ------------------------------------
@@ -62,30 +64,40 @@ def _worker(index: int, data_dir: str | None, jobs, results, barrier, threads: i
     from cnnsearch.config import TrainConfig
     from cnnsearch.data import load_dataset
     from cnnsearch.engine import fit
+    from cnnsearch.fused import fit_seeds
 
     data = load_dataset("cifar10", data_dir=data_dir, download=False, progress=False)
     results.put(("ready", index, None))
     while (job := jobs.get()) is not None:
         workload, step, sharers = Workload(**job["workload"]), job["step"], job["sharers"]
+        fused = job.get("fused", 0)  # this many seeds in one stacked network, in this one process
         config = TrainConfig(model=workload.model, batch_size=workload.batch_size, epochs=2, val_size=500,
                              train_subset=workload.images // data.num_classes, lr_schedule="none", seed=index,
-                             device=device, **STEPS[step])
+                             device=device, **STEPS[step], **({"channels_last": False} if fused else {}))
         marks: dict[str, float] = {}
 
         def on_epoch(metrics, state) -> None:
             if metrics["epoch"] == 1:
                 if sharers > 1:
                     barrier.wait(timeout=900)
-                marks["start"] = time.time()
+                marks.setdefault("start", time.time())
             else:
                 marks["end"] = time.time()
 
         try:
-            result = fit(config, data, on_epoch=on_epoch)
-            history = result.history
-            results.put(("done", index, {"start": marks["start"], "end": marks["end"], "images": workload.images,
-                                         "alone_images_per_s": history[1]["images_per_s"],
-                                         "warmup_s": history[0]["epoch_time_s"], "step": result.step}))
+            if fused:
+                if device == "cuda":
+                    torch.cuda.set_per_process_memory_fraction(1.0, 0)  # the card is this process's alone
+                fits = fit_seeds(config, range(fused), data, on_epoch=lambda m, metrics, st: on_epoch(metrics, st))
+                if device == "cuda":
+                    torch.cuda.set_per_process_memory_fraction(1.0 / SHARERS - 0.01, 0)
+            else:
+                fits = [fit(config, data, on_epoch=on_epoch)]
+            history = fits[0].history
+            results.put(("done", index, {"start": marks["start"], "end": marks["end"],
+                                         "images": workload.images * len(fits),
+                                         "alone_images_per_s": history[1]["images_per_s"] * len(fits),
+                                         "warmup_s": history[0]["epoch_time_s"], "step": fits[0].step}))
         except Exception as exc:  # noqa: BLE001 - report and keep serving
             if sharers > 1:
                 barrier.abort()
@@ -112,9 +124,9 @@ class Pool:
             if kind != "ready":
                 raise RuntimeError(f"worker {index}: {payload}")
 
-    def measure(self, workload: Workload, step: str, sharers: int) -> dict:
+    def measure(self, workload: Workload, step: str, sharers: int, fused: int = 0) -> dict:
         for i in range(sharers):
-            self.jobs[i].put({"workload": asdict(workload), "step": step, "sharers": sharers})
+            self.jobs[i].put({"workload": asdict(workload), "step": step, "sharers": sharers, "fused": fused})
         done, errors = [], []
         for _ in range(sharers):
             kind, index, payload = self.results.get(timeout=900)
@@ -137,7 +149,7 @@ class Pool:
 
 # --- the table -----------------------------------------------------------------------------------------
 def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORKLOADS, steps=tuple(STEPS),
-              save=lambda table: None) -> dict:
+              fused_steps=FUSED_STEPS, save=lambda table: None) -> dict:
     """Every measurement; `save(partial table)` after each, so a run cut short keeps what it measured."""
     rows: dict[str, dict[str, dict]] = {}
     pool = Pool(data_dir, device=device)
@@ -150,6 +162,10 @@ def run_table(data_dir: str | None, log, *, device: str = "cuda", workloads=WORK
                 for sharers in ((1,) if step.startswith("compile") else (1, SHARERS)):
                     cell[f"x{sharers}"] = pool.measure(workload, step, sharers)
                     log(f"{workload.name:16s} {step:14s} x{sharers}: {_fmt(cell[f'x{sharers}'])}")
+                    save({"rows": rows, "mps": "not measured yet"})
+                if step in fused_steps:
+                    cell[f"x{SHARERS}_fused"] = pool.measure(workload, step, 1, fused=SHARERS)
+                    log(f"{workload.name:16s} {step:14s} x{SHARERS} fused: {_fmt(cell[f'x{SHARERS}_fused'])}")
                     save({"rows": rows, "mps": "not measured yet"})
     finally:
         pool.close()
@@ -183,14 +199,14 @@ def _fmt(m: dict) -> str:
 def print_table(table: dict, log) -> None:
     log("")
     log(f"| workload | step | 1 trial img/s | vs eager | {SHARERS} sharing img/s | vs 1 trial | "
-        f"{SHARERS} + MPS img/s | vs 1 trial |")
-    log("|---|---|---:|---:|---:|---:|---:|---:|")
+        f"{SHARERS} + MPS img/s | vs 1 trial | {SHARERS} fused img/s | vs 1 trial |")
+    log("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workload, steps in table["rows"].items():
         eager = steps.get("eager", {}).get("x1", {}).get("images_per_s")
         for step, cell in steps.items():
             alone = cell.get("x1", {}).get("images_per_s")
             cols = [f"{alone:,.0f}" if alone else "-", f"{alone / eager:.2f}x" if alone and eager else "-"]
-            for key in (f"x{SHARERS}", f"x{SHARERS}_mps"):
+            for key in (f"x{SHARERS}", f"x{SHARERS}_mps", f"x{SHARERS}_fused"):
                 value = cell.get(key, {}).get("images_per_s")
                 cols += [f"{value:,.0f}" if value else "-", f"{value / alone:.2f}x" if value and alone else "-"]
             log(f"| {workload} | {step} | " + " | ".join(cols) + " |")
@@ -198,7 +214,8 @@ def print_table(table: dict, log) -> None:
 
 
 def best_sharing(table: dict, workload: str = "resnet18-b512") -> tuple[float, bool]:
-    """(gpus per trial, MPS) that gave the most images/s for `workload` with the graph step."""
+    """(gpus per trial, MPS) that gave the most images/s for `workload` with the graph step (Tune runs
+    trials in processes of their own: fused seeds are not one of its options)."""
     cell = table["rows"].get(workload, {}).get("graph", {})
     options = {(1.0, False): cell.get("x1"), (1.0 / SHARERS, False): cell.get(f"x{SHARERS}"),
                (1.0 / SHARERS, True): cell.get(f"x{SHARERS}_mps")}
@@ -247,7 +264,7 @@ def main() -> int:
     p.add_argument("--cpu-check", action="store_true", help=argparse.SUPPRESS)  # the plumbing, tiny, on the CPU
     args = p.parse_args()
     if args.cpu_check:
-        table = run_table(args.data_dir, print, device="cpu", steps=("eager",),
+        table = run_table(args.data_dir, print, device="cpu", steps=("eager",), fused_steps=("eager",),
                           workloads=(Workload("basecnn-b64", "basecnn", 64, 640),))
         print_table(table, print)
         Path(args.json).write_text(json.dumps(table, indent=2))

@@ -22,7 +22,7 @@ step() {  # step LIMIT_S COMMAND...: run it, log it, never stop the script
 case "${1:-table}" in
   table)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
-    step 120 python -m pytest -q -p no:cacheprovider tests/test_steps.py -k "cuda or graph"
+    step 150 python -m pytest -q -p no:cacheprovider tests/test_steps.py tests/test_fused.py -k "cuda or graph"
     step 60 env PYTHONPATH=".baseline:$PYTHONPATH" python -m cnnsearch.train --arch resnet18 --batch-size 512 \
       --val-size 10000 --epochs 3 --quiet --no-download --out /tmp/today
     step 60 python -m cnnsearch.train --arch resnet18 --batch-size 512 --val-size 10000 --epochs 3 --quiet \

@@ -148,34 +148,54 @@ def _make_scheduler(config: TrainConfig, optimizer) -> torch.optim.lr_scheduler.
     return sched.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int = 1024, bf16: bool = False,
              channels_last: bool = False, num_classes: int | None = None) -> EvalResult:
     """Accuracy, per-class accuracy and confusion matrix of `model` on `split` (moved to the
     model's device). Restores the model's train/eval mode afterwards."""
+    return _evaluate(model, split, batch_size=batch_size, bf16=bf16, channels_last=channels_last,
+                     num_classes=num_classes)[0]
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int, bf16: bool, channels_last: bool,
+              num_classes: int | None, members: int | None = None) -> list[EvalResult]:
+    """`evaluate`, for one network or for M stacked ones (cnnsearch.fused: each batch goes through
+    every member, logits (M, B, K)); one result per member."""
     device = next(model.parameters()).device
     split = split.to(device)
     if num_classes is None:
         num_classes = int(split.labels.max().item()) + 1 if len(split) else 0
+    cells = num_classes * num_classes
+    lead = () if members is None else (members,)
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
+    loss_sum = torch.zeros(lead, device=device, dtype=torch.float64)
+    confusion = torch.zeros(lead + (cells,), device=device, dtype=torch.int64)
     try:
         for images, labels in iterate_batches(split, batch_size, shuffle=False):
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, bf16):
                 logits = model(images)
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
-            confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+            if members is None:
+                loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+                confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=cells)
+            else:  # (M, B, K): cross_entropy's (N, K, d) form, and one bincount with a block of cells per member
+                targets = labels.expand(members, -1)
+                loss_sum += F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none").double().sum(1)
+                block = cells * torch.arange(members, device=device)[:, None]  # (M, 1): member m's first cell
+                index = block + targets * num_classes + logits.argmax(-1)
+                confusion += torch.bincount(index.flatten(), minlength=members * cells).view(members, cells)
     finally:
         model.train(was_training)
-    confusion = confusion.view(num_classes, num_classes).cpu()
-    per_class = confusion.diag().double() / confusion.sum(1).clamp(min=1).double()
     n = max(len(split), 1)
-    return EvalResult(loss=loss_sum.item() / n, accuracy=confusion.diag().sum().item() / n,
-                      per_class_accuracy=per_class.tolist(), confusion=confusion)
+    results = []
+    for loss, counts in zip(loss_sum.view(-1).tolist(), confusion.view(-1, cells).cpu()):
+        counts = counts.view(num_classes, num_classes).clone()  # its own storage, not a view of all members
+        per_class = counts.diag().double() / counts.sum(1).clamp(min=1).double()
+        results.append(EvalResult(loss=loss / n, accuracy=counts.diag().sum().item() / n,
+                                  per_class_accuracy=per_class.tolist(), confusion=counts))
+    return results
 
 
 def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any], EpochState], None] | None = None,
@@ -197,13 +217,7 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
     A NaN or inf loss ends the run with status "diverged" instead of raising.
     """
     entered = time.perf_counter()
-    device = resolve_device(config.device) if device is None else torch.device(device)
-    run = Execution.resolve(config, device)
-    train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
-                                 train_subset=config.train_subset)
-    train, val = train.to(device), val.to(device)
-    augment = Augment() if (data.default_augment if config.augment is None else config.augment) else None
-
+    device, run, train, val, augment = _prepare(config, data, device)
     torch.manual_seed(config.seed)  # model initialisation and dropout masks
     model = build_classifier(config, data).to(device)
     if run.channels_last:
@@ -225,13 +239,7 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = list(state["history"])
-    if device.type == "cuda":
-        # cuDNN times its convolution algorithms once per shape; a trial runs thousands of steps of one shape.
-        torch.backends.cudnn.benchmark = run.cuda_graph
-    lr_tensors = None
-    if run.cuda_graph:
-        prepare_optimizer_for_graphs(optimizer, device)  # after loading: a checkpoint holds the eager form
-        lr_tensors = [group["lr"] for group in optimizer.param_groups]
+    lr_tensors = _prepare_step(run, optimizer, device)  # after loading: a checkpoint holds the eager form
     # Evaluation and odd-sized batches use `model`; only full training batches use the compiled network,
     # so it sees one shape and one mode and never recompiles between training and evaluation.
     step_model = torch.compile(model, dynamic=False) if run.compile else model
@@ -278,6 +286,29 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
             break
     ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
     return FitResult(status=status, history=history, model=model, config=config, device=device, step=ran)
+
+
+def _prepare(config: TrainConfig, data: Dataset, device: torch.device | str | None
+             ) -> tuple[torch.device, Execution, ImageSplit, ImageSplit, Augment | None]:
+    """(device, execution, train split, validation split, augmentation): the run's device and data on it."""
+    device = resolve_device(config.device) if device is None else torch.device(device)
+    run = Execution.resolve(config, device)
+    train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
+                                 train_subset=config.train_subset)
+    augment = Augment() if (data.default_augment if config.augment is None else config.augment) else None
+    return device, run, train.to(device), val.to(device), augment
+
+
+def _prepare_step(run: Execution, optimizer: torch.optim.Optimizer, device: torch.device) -> list | None:
+    """Set up the device for the training step; for a CUDA graph, the optimizer in its graph-safe form and the
+    learning-rate tensors it reads (returned, for `_keep_lr_tensors`)."""
+    if device.type == "cuda":
+        # cuDNN times its convolution algorithms once per shape; a trial runs thousands of steps of one shape.
+        torch.backends.cudnn.benchmark = run.cuda_graph
+    if not run.cuda_graph:
+        return None
+    prepare_optimizer_for_graphs(optimizer, device)
+    return [group["lr"] for group in optimizer.param_groups]
 
 
 def _train_epoch(step: EagerStep, train: ImageSplit, config: TrainConfig, generator, augment,

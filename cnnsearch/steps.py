@@ -41,38 +41,59 @@ class EagerStep:
     kind = "eager"
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, label_smoothing: float,
-                 bf16: bool, channels_last: bool, batch_size: int, eager_model: nn.Module | None = None):
+                 bf16: bool, channels_last: bool, batch_size: int, eager_model: nn.Module | None = None,
+                 members: int | None = None):
         self.model, self.eager_model, self.optimizer = model, eager_model or model, optimizer
         self.label_smoothing, self.bf16, self.channels_last = label_smoothing, bf16, channels_last
         self.batch_size = batch_size
+        # members=M: `model` is M stacked networks (cnnsearch.fused) taking (M, B, C, H, W) batches.
+        self.members = members
+        shape = () if members is None else (members,)
         self.device = next(model.parameters()).device
-        self.loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)  # sum of per-image losses
-        self.correct = torch.zeros((), device=self.device, dtype=torch.int64)  # images classified right
+        self.loss_sum = torch.zeros(shape, device=self.device, dtype=torch.float64)  # sum of per-image losses
+        self.correct = torch.zeros(shape, device=self.device, dtype=torch.int64)  # images classified right
 
     def start_epoch(self) -> None:
         # In place: a captured graph keeps adding into these very tensors.
         self.loss_sum.zero_()
         self.correct.zero_()
 
-    def totals(self) -> tuple[float, int]:
-        """(sum of losses, correct predictions) since `start_epoch`; waits for the device."""
-        return self.loss_sum.item(), int(self.correct.item())
+    def totals(self) -> tuple[Any, Any]:
+        """(sum of losses, correct predictions) since `start_epoch`, as numbers (lists of M with members);
+        waits for the device."""
+        return self.loss_sum.tolist(), self.correct.tolist()
+
+    def full(self, images: torch.Tensor) -> bool:
+        """Whether `images` is a full batch (the shape a compiled model or a graph was made for)."""
+        return images.shape[0 if self.members is None else 1] == self.batch_size
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """images (B, C, H, W) uint8, labels (B,) int64, on the model's device."""
-        self._step(self.model if images.shape[0] == self.batch_size else self.eager_model, images, labels)
+        """images (B, C, H, W) uint8, labels (B,) int64, on the model's device; with members,
+        (M, B, C, H, W) and (M, B): member m trains on its own batch [m]."""
+        self._step(self.model if self.full(images) else self.eager_model, images, labels)
 
     def _step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> None:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.bf16):
-            logits = model(images)  # (B, K)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+            logits = model(images)  # (B, K), or (M, B, K) with members
+            loss, batch_loss = self._loss(logits, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        self.loss_sum += loss.detach().double() * labels.numel()
-        self.correct += (logits.argmax(1) == labels).sum()
+        self.loss_sum += batch_loss
+        self.correct += (logits.argmax(-1) == labels).sum(-1)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to minimise, the batch's sum of per-image losses: a scalar or one per member)."""
+        if self.members is None:
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+            return loss, loss.detach().double() * labels.numel()
+        per_image = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none",
+                                    label_smoothing=self.label_smoothing).view(labels.shape)  # (M, B)
+        # The sum of the members' mean losses: member m's weights get exactly the gradient of its own mean
+        # loss, as in a run of its own (no member's loss reaches another's weights).
+        return per_image.mean(1).sum(), per_image.detach().double().sum(1)
 
 
 class GraphedStep(EagerStep):
@@ -97,12 +118,12 @@ class GraphedStep(EagerStep):
         self.failed: str | None = None  # why capture failed, if it did
         self._stream = torch.cuda.Stream(self.device)
         self._warm = 0
-        self._images: torch.Tensor | None = None  # (B, C, H, W) uint8: the graph's input buffers
-        self._labels: torch.Tensor | None = None  # (B,) int64
+        self._images: torch.Tensor | None = None  # (B, C, H, W) uint8 (or (M, B, ...)): the graph's input buffers
+        self._labels: torch.Tensor | None = None  # (B,) int64 (or (M, B))
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        if images.shape[0] != self.batch_size or self.failed is not None:
-            return self._step(self.eager_model if images.shape[0] != self.batch_size else self.model, images, labels)
+        if not self.full(images) or self.failed is not None:
+            return self._step(self.model if self.full(images) else self.eager_model, images, labels)
         if self.graph is None and not self._capture(images, labels):
             return
         self._images.copy_(images)

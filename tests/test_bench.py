@@ -1,7 +1,9 @@
-"""The benchmarks' fixed workloads (the benchmarks themselves run on a GPU, not in CI)."""
+"""The benchmarks' fixed workloads and plumbing (their figures come from a GPU, not from CI)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,3 +24,19 @@ def test_gpu_bench_runs_the_ablation_at_the_size_of_its_target(tmp_path):
     for budget in ("smoke", "cpu"):  # nothing else changed
         assert space.config(budget) == shipped.config(budget) and space.num_trials(budget) == shipped.num_trials(budget)
     assert space.config("full") == shipped.config("full") and space.points() == shipped.points()
+
+
+def test_gpu_bench_plumbing_on_the_cpu(tmp_path, data_root):
+    """bench/gpu.py's worker pool, on the CPU at a tiny size: every cell the device session will time, one
+    trial, four sharing and four seeds fused, comes back with figures, not an error (a broken cell would
+    waste the device's minutes)."""
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu.py"), "--cpu-check", "--json", str(out),
+                           "--data-dir", str(data_root)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cell = json.loads(out.read_text())["rows"]["basecnn-b64"]["eager"]
+    assert set(cell) == {"x1", "x4", "x4_fused"}
+    for key, trials in (("x1", 1), ("x4", 4), ("x4_fused", 1)):
+        assert "error" not in cell[key], cell[key]
+        assert cell[key]["images_per_s"] > 0 and len(cell[key]["per_trial_images_per_s"]) == trials
+    assert "4 fused img/s" in proc.stdout
