@@ -88,7 +88,7 @@ def _worker(index: int, data_dir: str | None, jobs, results, barrier, threads: i
             if fused:
                 if device == "cuda":
                     torch.cuda.set_per_process_memory_fraction(1.0, 0)  # the card is this process's alone
-                fits = fit_seeds(config, range(fused), data, on_epoch=lambda m, metrics, st: on_epoch(metrics, st))
+                fits = fit_seeds(config, range(fused), data, on_epoch=lambda reports: on_epoch(*reports[0][1:]))
                 if device == "cuda":
                     torch.cuda.set_per_process_memory_fraction(1.0 / SHARERS - 0.01, 0)
             else:

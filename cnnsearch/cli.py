@@ -91,6 +91,27 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(signum, previous)
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then `stop_on_signals` raises as usual): for writes that
+    must land together, such as the checkpoints of seeds trained fused, which resume only from one epoch."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    # A handler that notes the signal, not a blocked signal mask: torch's threads would take a signal the
+    # main thread blocks, and Python runs its handler in the main thread all the same.
+    pending: list[int] = []
+    saved = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
+             for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler that was there before
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """'3,3,3,3' -> (3, 3, 3, 3), for --blocks-per-stage."""
     try:

@@ -96,10 +96,10 @@ class StackedClassifier(nn.Module):
                 tensor[m].copy_(state[name])
 
     def member(self, m: int, build: Callable[[], ImageClassifier]) -> ImageClassifier:
-        """Member m as a network of its own (CPU copy of its weights in `build()`'s network)."""
-        model = build()
-        model.load_state_dict({k: v.cpu() for k, v in self.member_state(m).items()})
-        return model.eval()
+        """Member m as a network of its own (`build()`'s network with its weights, on this device)."""
+        model = build().to(self.p0.device)
+        model.load_state_dict(self.member_state(m))
+        return model
 
 
 def member_optimizer_state(state: dict[str, Any], m: int) -> dict[str, Any]:
@@ -127,14 +127,16 @@ def stack_optimizer_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
-              on_epoch: Callable[[int, dict[str, Any], EpochState], None] | None = None,
+              on_epoch: Callable[[list[tuple[int, dict[str, Any], EpochState]]], None] | None = None,
               checkpoints: Sequence[str | dict[str, Any]] | None = None,
               device: torch.device | str | None = None) -> list[FitResult]:
     """Train `config` once per seed in `seeds` (its own seed is ignored), fused into one stacked network;
     one `FitResult` per seed, in order, each as `fit` would return it for `config.replace(seed=seed)`.
 
-    on_epoch(m, metrics, state): after every epoch, for each member m still training (as `fit`'s
-        on_epoch; `state.save(path)` writes member m's checkpoint). Raising from it stops every member.
+    on_epoch(reports): after every epoch, once, with (m, metrics, state) for each member m still training (the
+        metrics and state `fit`'s on_epoch gets; `state.save(path)` writes member m's checkpoint). One call
+        for all members, so a caller can save their checkpoints together (the CLI holds Ctrl-C meanwhile):
+        resuming needs every member at the same epoch. Raising from it stops every member.
     checkpoints: one per seed (paths or state dicts, from `fit` or from here), all after the same epoch.
     A member whose loss turns NaN or inf ends "diverged" and reports no more epochs; the others go on.
     Runs eagerly or with the CUDA-graph step (the default on CUDA); not compiled, and in the default memory
@@ -196,6 +198,7 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
         scheduler.step()
         if lr_tensors is not None:
             _keep_lr_tensors(optimizer, lr_tensors)
+        reports = []
         for m in (m for m in range(len(seeds)) if live[m]):
             train_loss = loss_sums[m] / len(train)
             # As fit: a non-finite training loss reports no validation (fit skips it), NaN and 0.
@@ -211,8 +214,9 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
                 # trials sharing a GPU.
                 "images_per_s": len(train) / train_time, "setup_s": setup_s,
                 "status": "diverged" if diverged else ("completed" if last else "running")})
-            if on_epoch is not None:
-                on_epoch(m, dict(histories[m][-1]), EpochState(capture(m)))
+            reports.append((m, dict(histories[m][-1]), EpochState(capture(m))))
+        if on_epoch is not None:
+            on_epoch(reports)
     ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
     return [FitResult(status=status[m], history=histories[m], model=model.member(m, build), config=configs[m],
                       device=device, step=ran) for m in range(len(seeds))]

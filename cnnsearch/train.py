@@ -5,6 +5,12 @@
 Prints a progress bar and one line per epoch (as report B's log did) and writes to the output folder:
 config.json (resolved config, data set, model size), metrics.csv / metrics.json (per epoch, plus the final
 test evaluation), curves.png, confusion.png (test split) and checkpoint.pt (for --resume).
+
+    python -m cnnsearch.train --arch resnet18 --batch-size 64 --seeds 0,1,2,3
+
+trains the seeds together, fused into one stacked network in one process (cnnsearch.fused: on a GPU several
+small trainings fill the card that one leaves idle), and writes one such folder per seed, seed-N/, plus
+summary.json (each seed's best validation and test accuracy).
 """
 from __future__ import annotations
 
@@ -13,13 +19,14 @@ import contextlib
 import csv
 import io
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, int_list, stop_on_signals
+from .cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, int_list, signals_held, stop_on_signals
 from .config import LR_SCHEDULES, OPTIMIZERS, TrainConfig
 from .files import replaced
 
@@ -27,7 +34,7 @@ __all__ = ["main", "build_parser", "config_from_args", "format_epoch"]
 
 # CLI flag -> TrainConfig field, where the names differ.
 _RENAMED = {"arch": "model"}
-_NOT_CONFIG = {"config", "data_dir", "no_download", "out", "resume", "quiet"}
+_NOT_CONFIG = {"config", "data_dir", "no_download", "out", "resume", "quiet", "seeds"}
 # TrainConfig fields set only through --config FILE (tests/test_train_cli.py checks every other has a flag).
 CONFIG_FILE_ONLY: tuple[str, ...] = ()
 
@@ -63,6 +70,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--step-size", type=int, help="epochs between decays for --lr-schedule step")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--seed", type=int)
+    g.add_argument("--seeds", type=int_list, metavar="N,N,...",
+                   help="train these seeds together, fused into one stacked network (pays on a GPU); "
+                        "one folder per seed, OUT/seed-N")
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     g.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on for CUDA)")
@@ -168,44 +178,67 @@ def main(argv: list[str] | None = None) -> int:
 def _progress(args: argparse.Namespace, argv: list[str] | None) -> str:
     """What an interrupted run leaves: the epoch its checkpoint holds and how to continue."""
     out = getattr(args, "out_path", None)
-    try:  # the checkpoint itself, not metrics.json: a signal can land between writing the one and the other
+    paths = _checkpoint_paths(out, args.seeds) if out else []
+    try:  # the checkpoints themselves, not metrics.json: a signal can land between writing the one and the other
         from .engine import load_checkpoint
 
-        epoch = load_checkpoint(out / "checkpoint.pt")["epoch"] if out else 0
+        epoch = min(load_checkpoint(path)["epoch"] for path in paths) if paths else 0
     except (ValueError, KeyError, TypeError):
         epoch = 0
     if not epoch:
         return "no epoch had finished, so there is nothing to resume"
     given = sys.argv[1:] if argv is None else argv
     again = [a for a in given if a != "--resume"] + ([] if args.out else ["--out", str(out)]) + ["--resume"]
-    return (f"the checkpoint of epoch {epoch} is in {out / 'checkpoint.pt'}; continue with: "
+    where = paths[0] if len(paths) == 1 else out / "seed-*" / "checkpoint.pt"
+    return (f"the checkpoint of epoch {epoch} is in {where}; continue with: "
             f"python -m cnnsearch.train {' '.join(again)}")
+
+
+def _checkpoint_paths(out: Path, seeds: tuple[int, ...] | None) -> list[Path]:
+    """Where a run's checkpoints go: OUT/checkpoint.pt, or OUT/seed-N/checkpoint.pt per seed with --seeds."""
+    return [out / "checkpoint.pt"] if seeds is None else [out / f"seed-{seed}" / "checkpoint.pt" for seed in seeds]
 
 
 def _train(args: argparse.Namespace, prog: str) -> int:
     try:
         config = config_from_args(args)
+        if args.seeds is not None:
+            _check_seeds(args, config)
     except ValueError as exc:
         fail(str(exc), prog=prog)
 
     out = Path(args.out) if args.out else _default_out(config)
     args.out_path = out  # an interrupted run names its folder
-    checkpoint_path = out / "checkpoint.pt"
+    checkpoint_paths = _checkpoint_paths(out, args.seeds)
     if args.resume:
         if not args.out:
             fail("--resume needs --out, the folder of the run to continue", prog=prog)
-        if not checkpoint_path.is_file():
-            fail(f"--resume: no checkpoint.pt in {out}; start a new run without --resume", prog=prog)
+        missing = [path for path in checkpoint_paths if not path.is_file()]
+        if missing:
+            fail(f"--resume: no {missing[0].relative_to(out)} in {out}; start a new run without --resume", prog=prog)
     elif out.exists() and any(out.iterdir()):
         fail(f"{out} already holds files; pass --resume to continue that run or choose another --out", prog=prog)
     created = _check_writable(out, prog)
     try:
-        return _run(args, config, out, checkpoint_path, prog)
+        return _run(args, config, out, checkpoint_paths, prog)
     except BaseException:
         if created:  # a folder this run made and never wrote into goes again
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
+
+
+def _check_seeds(args: argparse.Namespace, config: TrainConfig) -> None:
+    seeds = args.seeds
+    if args.seed is not None:
+        raise ValueError("pass --seed or --seeds, not both")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must differ (a repeated seed trains the same run twice), got {','.join(map(str, seeds))}")
+    for seed in seeds:
+        config.replace(seed=seed)  # in range
+    for name in ("compile", "channels_last"):
+        if getattr(config, name):
+            raise ValueError(f"--seeds trains without --{name.replace('_', '-')}; drop that flag")
 
 
 def _check_writable(out: Path, prog: str) -> bool:
@@ -221,20 +254,19 @@ def _check_writable(out: Path, prog: str) -> bool:
     return created
 
 
-def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_path: Path, prog: str) -> int:
+def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_paths: list[Path], prog: str) -> int:
     # Heavy imports after argument checks, so bad input fails fast.
     from tqdm import tqdm
 
     from .data import DataError, load_dataset
     from .data.splits import split_sizes
-    from .engine import Execution, evaluate, fit, load_checkpoint, resolve_device
-    from .models import describe_model
-    from .plots import plot_confusion, plot_curves
+    from .engine import Execution, fit, load_checkpoint, resolve_device
+    from .fused import fit_seeds
 
     try:
         device = resolve_device(config.device)
         Execution.resolve(config, device)  # e.g. --cuda-graph on a CPU: refused before the data loads
-        checkpoint = load_checkpoint(checkpoint_path) if args.resume else None
+        checkpoints = [load_checkpoint(path) for path in checkpoint_paths] if args.resume else None
         data = load_dataset(config.dataset, data_dir=args.data_dir, download=not args.no_download)
     except (ValueError, DataError) as exc:
         fail(str(exc), prog=prog)
@@ -244,43 +276,77 @@ def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_pa
                                      train_subset=config.train_subset)
     except ValueError as exc:  # e.g. --train-subset larger than a class
         fail(str(exc), prog=prog)
+    seeds = args.seeds
+    fused = f"; seeds {','.join(map(str, seeds))} fused into one network" if seeds else ""
     print(f"{config.model} on {data.name}: {train_n} train / {val_n} validation images (of {len(data.train)} in its "
-          f"training split) / {len(data.test)} test, {data.num_classes} classes, device {device}; writing to {out}",
-          flush=True)
+          f"training split) / {len(data.test)} test, {data.num_classes} classes, device {device}; writing to {out}"
+          f"{fused}", flush=True)
 
-    def on_epoch(metrics: dict[str, Any], state) -> None:
-        state.save(checkpoint_path)
-        history.append(metrics)
-        _write_history(out, history, {"status": metrics["status"]})
-        tqdm.write(format_epoch(metrics, config.epochs))
+    folders = [path.parent for path in checkpoint_paths]
+    histories = [list(c["history"]) for c in checkpoints] if checkpoints else [[] for _ in folders]
 
-    history: list[dict[str, Any]] = list(checkpoint["history"]) if checkpoint else []
-    progress = None if args.quiet else _progress_bar
+    def on_epoch(reports: list[tuple[int, dict[str, Any], Any]]) -> None:
+        with signals_held():  # every seed's checkpoint of this epoch, or none: fused seeds resume together
+            for m, metrics, state in reports:
+                folders[m].mkdir(exist_ok=True)  # here: a run stopped before its first epoch leaves no folder
+                state.save(checkpoint_paths[m])
+                histories[m].append(metrics)
+                _write_history(folders[m], histories[m], {"status": metrics["status"]})
+        for m, metrics, _ in reports:
+            tqdm.write((f"seed {seeds[m]}: " if seeds else "") + format_epoch(metrics, config.epochs))
+
     try:
-        result = fit(config, data, on_epoch=on_epoch, checkpoint=checkpoint, device=device, progress=progress)
-        shape = (data.in_channels, data.image_size, data.image_size)
-        _write_json(out / "config.json", {
-            "config": config.to_dict(), "device": str(device),
-            "dataset": {"name": data.name, "classes": list(data.classes), "train": len(data.train),
-                        "test": len(data.test), "mean": data.mean, "std": data.std},
-            "model": describe_model(result.model.net, shape),
-        })
-        test = evaluate(result.model, data.test, batch_size=config.eval_batch_size, num_classes=data.num_classes,
-                        bf16=config.bf16 if config.bf16 is not None else device.type == "cuda")
-        best = result.best
-        _write_history(out, result.history, {"status": result.status, "best": best, "test": test.to_dict(),
-                                             "classes": list(data.classes)})
-        plot_curves(result.history, out / "curves.png", title=f"{config.model} on {data.name}")
-        plot_confusion(test.confusion, data.classes, out / "confusion.png",
-                       title=f"{config.model}: test accuracy {100 * test.accuracy:.2f}%")
+        if seeds:
+            results = fit_seeds(config, seeds, data, on_epoch=on_epoch, checkpoints=checkpoints, device=device)
+        else:
+            results = [fit(config, data, on_epoch=lambda metrics, state: on_epoch([(0, metrics, state)]),
+                           checkpoint=checkpoints[0] if checkpoints else None, device=device,
+                           progress=None if args.quiet else _progress_bar)]
+        tests = [_finish(folder, result, data, device) for folder, result in zip(folders, results)]
+        if seeds:
+            _write_json(out / "summary.json", {"seeds": [
+                {"seed": seed, "status": r.status, "best": r.best, "test_acc": t.accuracy}
+                for seed, r, t in zip(seeds, results, tests)]})
     except OSError as exc:  # a full disk, a folder removed underneath: what was written before stays whole
         where = exc.filename or out
-        fail(f"cannot write {where}: {exc.strerror or exc}; {_done(history)}", prog=prog)
+        fail(f"cannot write {where}: {exc.strerror or exc}; {_done(min(histories, key=len))}", prog=prog)
     except ValueError as exc:  # e.g. a checkpoint made with another config
         fail(str(exc), prog=prog)
-    best_text = f"best val acc {100 * best['val_acc']:.2f}% (epoch {best['epoch']})" if best else "no finite epoch"
-    print(f"{result.status}: {best_text}, test acc {100 * test.accuracy:.2f}%; results in {out}")
+    for seed, result, test in zip(seeds or [None], results, tests):
+        best = result.best
+        best_text = f"best val acc {100 * best['val_acc']:.2f}% (epoch {best['epoch']})" if best else "no finite epoch"
+        print(("" if seed is None else f"seed {seed}: ") + f"{result.status}: {best_text}, "
+              f"test acc {100 * test.accuracy:.2f}%" + ("" if seed is not None else f"; results in {out}"))
+    if seeds and len(seeds) > 1:
+        accuracies = [100 * test.accuracy for test in tests]
+        print(f"test acc over {len(seeds)} seeds: mean {statistics.mean(accuracies):.2f}%, "
+              f"sd {statistics.stdev(accuracies):.2f} points; results in {out}")
     return 0
+
+
+def _finish(out: Path, result, data, device) -> Any:
+    """A finished run's folder: config.json, the test evaluation in metrics.json, curves and confusion plots.
+    Returns the test evaluation."""
+    from .engine import evaluate
+    from .models import describe_model
+    from .plots import plot_confusion, plot_curves
+
+    config = result.config
+    shape = (data.in_channels, data.image_size, data.image_size)
+    _write_json(out / "config.json", {
+        "config": config.to_dict(), "device": str(device),
+        "dataset": {"name": data.name, "classes": list(data.classes), "train": len(data.train),
+                    "test": len(data.test), "mean": data.mean, "std": data.std},
+        "model": describe_model(result.model.net, shape),
+    })
+    test = evaluate(result.model, data.test, batch_size=config.eval_batch_size, num_classes=data.num_classes,
+                    bf16=config.bf16 if config.bf16 is not None else device.type == "cuda")
+    _write_history(out, result.history, {"status": result.status, "best": result.best, "test": test.to_dict(),
+                                         "classes": list(data.classes)})
+    plot_curves(result.history, out / "curves.png", title=f"{config.model} on {data.name}")
+    plot_confusion(test.confusion, data.classes, out / "confusion.png",
+                   title=f"{config.model}: test accuracy {100 * test.accuracy:.2f}%")
+    return test
 
 
 def _done(history: list[dict[str, Any]]) -> str:

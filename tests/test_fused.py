@@ -44,6 +44,11 @@ def _small(name: str, seed: int) -> ImageClassifier:
     return ImageClassifier(net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
+def each(callback):
+    """fit_seeds's on_epoch, calling callback(m, metrics, state) per member."""
+    return lambda reports: [callback(*report) for report in reports]
+
+
 def _exact(history):
     return [{k: h[k] for k in EXACT_KEYS} for h in history]
 
@@ -114,9 +119,10 @@ def test_fused_resume_matches_uninterrupted_run(cifar10, tmp_path):
     class Stop(Exception):
         pass
 
-    def stop_after_two(m, metrics, state):
-        state.save(tmp_path / f"seed{SEEDS[m]}.pt")
-        if metrics["epoch"] == 2 and m == len(SEEDS) - 1:
+    def stop_after_two(reports):
+        for m, metrics, state in reports:
+            state.save(tmp_path / f"seed{SEEDS[m]}.pt")
+        if reports[0][1]["epoch"] == 2:
             raise Stop
 
     with pytest.raises(Stop):
@@ -134,7 +140,7 @@ def test_a_member_checkpoint_is_a_fit_checkpoint(cifar10, tmp_path):
     config = TrainConfig(**{**TINY, "augment": True})
     saved = {}
     fused = fit_seeds(config, [5, 6], cifar10,
-                      on_epoch=lambda m, metrics, state: saved.setdefault((m, metrics["epoch"]), state.state_dict()))
+                      on_epoch=each(lambda m, metrics, state: saved.setdefault((m, metrics["epoch"]), state.state_dict())))
     # copy: fit's optimizer adopts the state's tensors and updates them in place
     alone = fit(config.replace(seed=6), cifar10, checkpoint=copy.deepcopy(saved[(1, 1)]))
     assert _exact(alone.history[:1]) == _exact(fused[1].history[:1])
@@ -148,7 +154,7 @@ def test_a_diverging_member_leaves_the_others_untouched(cifar10):
     config = TrainConfig(**{**TINY, "epochs": 3})
     saved = {}
     fit_seeds(config.replace(epochs=1), SEEDS, cifar10,
-              on_epoch=lambda m, metrics, state: saved.__setitem__(m, state.state_dict()))
+              on_epoch=each(lambda m, metrics, state: saved.__setitem__(m, state.state_dict())))
     clean = fit_seeds(config, SEEDS, cifar10, checkpoints=[saved[m] for m in range(len(SEEDS))])
     poisoned = copy.deepcopy(saved[0])
     poisoned["model"] = {k: (v.fill_(math.nan) if v.is_floating_point() else v) for k, v in poisoned["model"].items()}
@@ -179,8 +185,8 @@ def test_bad_fused_input_is_a_clear_error(cifar10, seeds, changes, message):
 def test_resume_refuses_mismatched_checkpoints(cifar10):
     config = TrainConfig(**{**TINY, "epochs": 2})
     saved = {}
-    fit_seeds(config, [0, 1], cifar10, on_epoch=lambda m, metrics, s: saved.__setitem__((m, metrics["epoch"]),
-                                                                                       s.state_dict()))
+    fit_seeds(config, [0, 1], cifar10, on_epoch=each(lambda m, metrics, s: saved.__setitem__((m, metrics["epoch"]),
+                                                                                            s.state_dict())))
     with pytest.raises(ValueError, match="one checkpoint per seed"):
         fit_seeds(config, [0, 1], cifar10, checkpoints=[saved[(0, 1)]])
     with pytest.raises(ValueError, match="different epochs"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -49,6 +50,44 @@ def test_end_to_end_writes_outputs_and_resumes(data_root, tmp_path):
     assert [e["epoch"] for e in json.loads((out / "metrics.json").read_text())["epochs"]] == [1, 2, 3]
 
 
+def test_seeds_train_fused_into_a_folder_each_and_resume(data_root, tmp_path):
+    """--seeds 3,4: one folder per seed with every file a single run writes, each seed trained as --seed N
+    trains it (to float rounding: cnnsearch/fused.py), a summary, and --resume continues every seed."""
+    out = tmp_path / "seeds"
+    proc = run_cli(*TINY_ARGS, "--epochs", "2", "--seeds", "3,4", "--out", str(out), env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    assert [l.split(",")[0] for l in proc.stdout.splitlines() if ": Epoch " in l] == [
+        "seed 3: Epoch 1/2", "seed 4: Epoch 1/2", "seed 3: Epoch 2/2", "seed 4: Epoch 2/2"]
+    assert "test acc over 2 seeds: mean" in proc.stdout
+    for seed in (3, 4):
+        for name in ("config.json", "metrics.csv", "metrics.json", "curves.png", "confusion.png", "checkpoint.pt"):
+            assert (out / f"seed-{seed}" / name).stat().st_size > 0, (seed, name)
+        assert json.loads((out / f"seed-{seed}" / "config.json").read_text())["config"]["seed"] == seed
+    summary = json.loads((out / "summary.json").read_text())["seeds"]
+    assert [s["seed"] for s in summary] == [3, 4] and all(0 <= s["test_acc"] <= 1 for s in summary)
+
+    alone = tmp_path / "alone"
+    proc = run_cli(*TINY_ARGS, "--epochs", "2", "--seed", "4", "--out", str(alone), env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    fused = json.loads((out / "seed-4" / "metrics.json").read_text())
+    single = json.loads((alone / "metrics.json").read_text())
+    for a, b in zip(fused["epochs"], single["epochs"]):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-4)
+    assert fused["test"]["loss"] == pytest.approx(single["test"]["loss"], abs=1e-4)
+
+    proc = run_cli(*TINY_ARGS, "--epochs", "3", "--seeds", "3,4", "--out", str(out), "--resume",
+                   env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    assert [l.split(",")[0] for l in proc.stdout.splitlines() if ": Epoch " in l] == [
+        "seed 3: Epoch 3/3", "seed 4: Epoch 3/3"]
+    for seed in (3, 4):
+        assert [e["epoch"] for e in json.loads((out / f"seed-{seed}" / "metrics.json").read_text())["epochs"]] == [1, 2, 3]
+    # A seed the run did not train has nothing to resume.
+    proc = run_cli(*TINY_ARGS, "--epochs", "4", "--seeds", "3,5", "--out", str(out), "--resume",
+                   env_data=str(data_root))
+    assert proc.returncode == 2 and "no seed-5/checkpoint.pt in" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_progress_bar_shows_the_loss_and_the_images_used(data_root, tmp_path):
     """The first line counts the images training really uses (not the data set's), and the progress bar
     (on stderr, without --quiet) shows the running loss and accuracy."""
@@ -82,6 +121,11 @@ def test_curves_have_whole_epoch_ticks(tmp_path):
     (["--dataset", "svhn"], "dataset must be one of cifar10"),
     (["--resume"], "--resume needs --out"),
     (["--config", "/nonexistent/config.yaml"], "cannot read config file"),
+    (["--seeds", "0,x"], "comma-separated integers"),
+    (["--seeds", "0,1,0"], "--seeds must differ"),
+    (["--seeds", "0,-1"], "seed must be in [0"),
+    (["--seed", "1", "--seeds", "0,1"], "pass --seed or --seeds, not both"),
+    (["--seeds", "0,1", "--compile"], "--seeds trains without --compile"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, capsys, tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("CNNSEARCH_DATA_DIR", str(data_root))
@@ -132,3 +176,19 @@ def test_split_seed_and_eval_batch_size_flags():
 
     config = config_from_args(build_parser().parse_args(["--split-seed", "3", "--eval-batch-size", "256"]))
     assert (config.split_seed, config.eval_batch_size) == (3, 256)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_waits_for_the_checkpoints_being_written(signum):
+    """Fused seeds resume only from one epoch, so the CLI writes an epoch's checkpoints under signals_held:
+    a Ctrl-C (or SIGTERM) that comes meanwhile stops the run after the last of them, not between two."""
+    from cnnsearch.cli import Interrupt, signals_held, stop_on_signals
+
+    written = []
+    with pytest.raises(Interrupt) as stop, stop_on_signals():
+        with signals_held():
+            written.append("seed 0")
+            os.kill(os.getpid(), signum)
+            written.append("seed 1")  # still reached: the signal waits
+        written.append("after")  # not reached: it lands as the block ends
+    assert written == ["seed 0", "seed 1"] and stop.value.code == 128 + signum
