@@ -1,20 +1,21 @@
-"""Several seeds of one training config trained as one network: the repeats cnnsearch runs for every
-point of a space, fused HFTA-style (Wang et al., MLSys 2021) into one process and one set of kernels.
+"""Several trials of one network trained as one: the repeats cnnsearch runs of every point of a space (seeds),
+or trials that differ only in their optimizer, fused HFTA-style (Wang et al., MLSys 2021) into one process and
+one set of kernels.
 
-The members' weights are stacked along a new leading dimension and the network runs under
-`torch.func.vmap`, which turns the members' convolutions into one grouped convolution, their linear
-layers into one batched matmul and their BatchNorms into one BatchNorm over all their channels. Small
-recipes (batch 64) that leave a GPU idle between kernel launches get M times the work per launch.
+The members' weights are stacked along a new leading dimension and the network runs under `torch.func.vmap`,
+which turns the members' convolutions into one grouped convolution, their linear layers into one batched
+matmul and their BatchNorms into one BatchNorm over all their channels. Small recipes (batch 64) that leave a
+GPU idle between kernel launches get M times the work per launch.
 
-What member m computes is what `fit` computes for its seed: the same initial weights (built after
-`torch.manual_seed(seed)`, as `fit` builds them), the same data order and augmentation (a generator of
-its own, seeded as `fit` seeds it), the same optimizer and schedule (one optimizer over the stacked
-weights: every optimizer cnnsearch offers updates each element on its own, so it updates each member as
-that member's own optimizer would). Two things differ: float rounding (grouped kernels sum in another
-order) and dropout masks, which all members draw from one stream instead of each from its seed's.
+What member m computes is what `fit` computes for its config: the same initial weights (built after
+`torch.manual_seed(seed)`, as `fit` builds them), the same data order and augmentation (a generator of its
+own, seeded as `fit` seeds it), and its own optimizer and schedule (a torch optimizer of its own over views
+of its slice of the stacked weights, so its hyperparameters, state and update arithmetic are exactly its
+own). Two things differ: float rounding (grouped kernels sum in another order) and dropout masks, which all
+members draw from one stream instead of each from its seed's.
 
-A member's checkpoint has the format of `fit`'s, so `fit` resumes it as a run of its own, and
-`fit_seeds` resumes from the members' checkpoints.
+A member's checkpoint is a `fit` checkpoint, so `fit` resumes it as a run of its own, and `fit_fused`
+resumes from the members' checkpoints.
 """
 from __future__ import annotations
 
@@ -35,7 +36,11 @@ from .engine import (CHECKPOINT_FORMAT, EpochState, FitResult, ImageClassifier, 
                      load_checkpoint)
 from .steps import EagerStep, GraphedStep, portable_optimizer_state, portable_scheduler_state
 
-__all__ = ["StackedClassifier", "fit_seeds"]
+__all__ = ["StackedClassifier", "MemberOptimizers", "fit_fused", "fit_seeds", "TRIAL_KEYS"]
+
+# What fused members may differ in: their seed and their optimizer. Everything else (network, data, batch size,
+# epochs, how it executes) they share, as they share one network and one batch loop.
+TRIAL_KEYS = ("seed", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "lr_decay", "step_size")
 
 
 class StackedClassifier(nn.Module):
@@ -102,53 +107,59 @@ class StackedClassifier(nn.Module):
         return model
 
 
-def member_optimizer_state(state: dict[str, Any], m: int) -> dict[str, Any]:
-    """Member m's part of an optimizer state over stacked weights, as its own optimizer would hold it:
-    every per-weight tensor (moments, momentum) sliced; scalars (step counts) shared. Copies: a snapshot."""
-    return {"state": {index: {key: (_slice(value, m) if isinstance(value, torch.Tensor) else value)
-                              for key, value in values.items()}
-                      for index, values in state["state"].items()},
-            "param_groups": state["param_groups"]}
+class MemberOptimizers:
+    """One torch optimizer per member, each over views of that member's slice of the stacked weights: member
+    m's own hyperparameters, state and arithmetic, updating its slice in place. Stands in for one optimizer in
+    the training step (`zero_grad`, `step`): `step` hands each member the gradient slices backward produced,
+    then steps every member's optimizer."""
+
+    def __init__(self, model: StackedClassifier, configs: Sequence[TrainConfig]):
+        self.stacked = list(model.parameters())  # (M, ...) each
+        # Parameters over views of the stacked storage: what a member's optimizer updates lands in the stack.
+        self.views = [[nn.Parameter(p.data[m]) for p in self.stacked] for m in range(len(configs))]
+        self.optimizers = [_make_optimizer(config, views) for config, views in zip(configs, self.views)]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.stacked:
+            p.grad = None
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for m, (views, optimizer) in enumerate(zip(self.views, self.optimizers)):
+            for view, p in zip(views, self.stacked):
+                view.grad = None if p.grad is None else p.grad[m]  # a view of the stacked gradient: no copy
+            optimizer.step()
 
 
-def _slice(tensor: torch.Tensor, m: int) -> torch.Tensor:
-    return (tensor[m] if tensor.dim() else tensor).clone()
+def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, **options: Any) -> list[FitResult]:
+    """`fit_fused` of `config` once per seed in `seeds` (its own seed is ignored)."""
+    seeds = list(seeds)
+    for seed in seeds:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"seeds must be whole numbers, got {seed!r}")
+    return fit_fused([config.replace(seed=seed) for seed in seeds], data, **options)
 
 
-def stack_optimizer_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The inverse of `member_optimizer_state`: the members' states (same step counts) as one, in new
-    tensors (the optimizer updates its state in place; the members' states stay as they were)."""
-    first = states[0]
-    stacked = {}
-    for index, values in first["state"].items():
-        stacked[index] = {key: (torch.stack([s["state"][index][key] for s in states]) if value.dim() else value.clone())
-                          if isinstance(value, torch.Tensor) else value for key, value in values.items()}
-    return {"state": stacked, "param_groups": first["param_groups"]}
-
-
-def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
+def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
               on_epoch: Callable[[list[tuple[int, dict[str, Any], EpochState]]], None] | None = None,
               checkpoints: Sequence[str | dict[str, Any]] | None = None,
               device: torch.device | str | None = None) -> list[FitResult]:
-    """Train `config` once per seed in `seeds` (its own seed is ignored), fused into one stacked network;
-    one `FitResult` per seed, in order, each as `fit` would return it for `config.replace(seed=seed)`.
+    """Train the `configs` fused into one stacked network; one `FitResult` per config, in order, each as `fit`
+    would return it. The configs may differ only in `TRIAL_KEYS` (the seed and the optimizer).
 
     on_epoch(reports): after every epoch, once, with (m, metrics, state) for each member m still training (the
         metrics and state `fit`'s on_epoch gets; `state.save(path)` writes member m's checkpoint). One call
         for all members, so a caller can save their checkpoints together (the CLI holds Ctrl-C meanwhile):
         resuming needs every member at the same epoch. Raising from it stops every member.
-    checkpoints: one per seed (paths or state dicts, from `fit` or from here), all after the same epoch.
+    checkpoints: one per config (paths or state dicts, from `fit` or from here), all after the same epoch.
     A member whose loss turns NaN or inf ends "diverged" and reports no more epochs; the others go on.
     Runs eagerly or with the CUDA-graph step (the default on CUDA); not compiled, and in the default memory
     layout: channels_last does not carry through vmap's grouped convolutions, so the automatic choice is off.
     """
     entered = time.perf_counter()
-    seeds = _check_seeds(seeds)
-    for name in ("compile", "channels_last"):
-        if getattr(config, name):
-            raise ValueError(f"fit_seeds does not support {name}; set {name}: false (or leave channels_last "
-                             "automatic) to train seeds fused")
-    configs = [config.replace(seed=seed) for seed in seeds]
+    configs = _check_configs(configs)
+    config = configs[0]  # what they share
     device, run, train, val, augment = _prepare(config, data, device)
 
     def build(seed: int | None = None) -> ImageClassifier:
@@ -156,28 +167,28 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
             torch.manual_seed(seed)  # as fit: initial weights from the seed
         return build_classifier(config, data)
 
-    model = StackedClassifier([build(seed) for seed in seeds]).to(device)
-    optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer)
-    generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-    histories: list[list[dict[str, Any]]] = [[] for _ in seeds]
+    model = StackedClassifier([build(c.seed) for c in configs]).to(device)
+    optimizer = MemberOptimizers(model, configs)
+    schedulers = [_make_scheduler(c, o) for c, o in zip(configs, optimizer.optimizers)]
+    generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
+    histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     if checkpoints is not None:
-        _resume(model, optimizer, scheduler, generators, histories, configs, checkpoints, device)
-    lr_tensors = _prepare_step(run, optimizer, device)
+        _resume(model, optimizer, schedulers, generators, histories, configs, checkpoints, device)
+    lr_tensors = [_prepare_step(run, o, device) for o in optimizer.optimizers]
     step_class = GraphedStep if run.cuda_graph else EagerStep
     step = step_class(model, optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
-                      channels_last=False, batch_size=config.batch_size, members=len(seeds))
+                      channels_last=False, batch_size=config.batch_size, members=len(configs))
 
     def capture(m: int) -> Callable[[], dict[str, Any]]:
-        return lambda: {
+        return lambda: _copy({
             "format": CHECKPOINT_FORMAT, "config": configs[m].to_dict(), "epoch": len(histories[m]),
             "model": model.member_state(m),
-            "optimizer": member_optimizer_state(portable_optimizer_state(optimizer.state_dict()), m),
-            "scheduler": portable_scheduler_state(scheduler.state_dict()),
+            "optimizer": portable_optimizer_state(optimizer.optimizers[m].state_dict()),
+            "scheduler": portable_scheduler_state(schedulers[m].state_dict()),
             "generator": generators[m].get_state(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "history": list(histories[m]),
-        }
+        })
 
     live = [not (h and h[-1]["status"] == "diverged") for h in histories]
     status = ["completed" if alive else "diverged" for alive in live]
@@ -186,7 +197,7 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
         if not any(live):
             break
         start = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
+        lrs = [float(o.param_groups[0]["lr"]) for o in optimizer.optimizers]
         model.train()
         step.start_epoch()
         for images, labels in _member_batches(train, config.batch_size, generators, augment):
@@ -194,12 +205,13 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
         loss_sums, corrects = step.totals()
         train_time = time.perf_counter() - start
         scores = _evaluate(model, val, batch_size=config.eval_batch_size, bf16=run.bf16, channels_last=False,
-                           num_classes=data.num_classes, members=len(seeds))
-        scheduler.step()
-        if lr_tensors is not None:
-            _keep_lr_tensors(optimizer, lr_tensors)
+                           num_classes=data.num_classes, members=len(configs))
+        for member_optimizer, scheduler, tensors in zip(optimizer.optimizers, schedulers, lr_tensors):
+            scheduler.step()
+            if tensors is not None:
+                _keep_lr_tensors(member_optimizer, tensors)
         reports = []
-        for m in (m for m in range(len(seeds)) if live[m]):
+        for m in (m for m in range(len(configs)) if live[m]):
             train_loss = loss_sums[m] / len(train)
             # As fit: a non-finite training loss reports no validation (fit skips it), NaN and 0.
             val_loss, val_acc = (scores[m].loss, scores[m].accuracy) if math.isfinite(train_loss) else (math.nan, 0.0)
@@ -209,7 +221,7 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
             last = epoch + 1 == config.epochs
             histories[m].append({
                 "epoch": epoch + 1, "train_loss": train_loss, "train_acc": corrects[m] / len(train),
-                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": time.perf_counter() - start,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lrs[m], "epoch_time_s": time.perf_counter() - start,
                 # The member's share of the fused throughput, so per-trial figures add up as they do for
                 # trials sharing a GPU.
                 "images_per_s": len(train) / train_time, "setup_s": setup_s,
@@ -219,7 +231,7 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, *,
             on_epoch(reports)
     ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
     return [FitResult(status=status[m], history=histories[m], model=model.member(m, build), config=configs[m],
-                      device=device, step=ran) for m in range(len(seeds))]
+                      device=device, step=ran) for m in range(len(configs))]
 
 
 def _member_batches(train, batch_size: int, generators: list[torch.Generator], augment: Augment | None):
@@ -229,23 +241,45 @@ def _member_batches(train, batch_size: int, generators: list[torch.Generator], a
         yield torch.stack([images for images, _ in batches]), torch.stack([labels for _, labels in batches])
 
 
-def _check_seeds(seeds: Sequence[int]) -> list[int]:
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("fit_seeds needs at least one seed")
-    for seed in seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seeds must be whole numbers, got {seed!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must differ (a repeated seed trains the same run twice), got {seeds}")
-    return seeds
+def _check_configs(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
+    configs = list(configs)
+    if not configs:
+        raise ValueError("nothing to train: fused training needs at least one config")
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        other = config.to_dict()
+        differ = sorted(k for k in first if k not in TRIAL_KEYS and first[k] != other[k])
+        if differ:
+            key = differ[0]
+            raise ValueError(f"fused trials share everything but {', '.join(TRIAL_KEYS)}; {key} differs "
+                             f"({first[key]!r} and {other[key]!r})")
+    dicts = [c.to_dict() for c in configs]
+    if any(dicts.count(d) > 1 for d in dicts):
+        raise ValueError("the same trial twice: fused trials must differ (in their seed, say)")
+    for name in ("compile", "channels_last"):
+        if first[name]:
+            raise ValueError(f"fused training does not support {name}; set {name}: false (or leave channels_last "
+                             "automatic)")
+    return configs
 
 
-def _resume(model: StackedClassifier, optimizer, scheduler, generators, histories, configs, checkpoints,
-            device: torch.device) -> None:
+def _copy(state: Any) -> Any:
+    """A snapshot: tensors copied (a member's state is read while its tensors keep training)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _copy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_copy(value) for value in state]
+    return state
+
+
+def _resume(model: StackedClassifier, optimizer: MemberOptimizers, schedulers, generators, histories, configs,
+            checkpoints, device: torch.device) -> None:
     if len(checkpoints) != len(configs):
-        raise ValueError(f"one checkpoint per seed: {len(configs)} seeds, {len(checkpoints)} checkpoints")
-    states = [c if isinstance(c, dict) else load_checkpoint(c) for c in checkpoints]
+        raise ValueError(f"one checkpoint per trial: {len(configs)} trials, {len(checkpoints)} checkpoints")
+    # Copies: an optimizer adopts the tensors of the state it loads and updates them in place.
+    states = [_copy(c) if isinstance(c, dict) else load_checkpoint(c) for c in checkpoints]
     epochs = {state["epoch"] for state in states}
     if len(epochs) != 1:
         raise ValueError(f"the checkpoints are from different epochs ({sorted(epochs)}); "
@@ -253,10 +287,10 @@ def _resume(model: StackedClassifier, optimizer, scheduler, generators, historie
     for m, (config, state) in enumerate(zip(configs, states)):
         _check_resumable(config, state)  # the same config, seed included
         model.load_member_state(m, state["model"])
+        optimizer.optimizers[m].load_state_dict(state["optimizer"])
+        schedulers[m].load_state_dict(state["scheduler"])
         generators[m].set_state(state["generator"])
         histories[m].extend(state["history"])
-    optimizer.load_state_dict(stack_optimizer_states([s["optimizer"] for s in states]))
-    scheduler.load_state_dict(states[0]["scheduler"])
     torch.set_rng_state(states[0]["torch_rng"])
     if device.type == "cuda" and states[0].get("cuda_rng") is not None:
         torch.cuda.set_rng_state(states[0]["cuda_rng"], device)

@@ -1,8 +1,9 @@
-"""Seeds fused into one stacked network (cnnsearch/fused.py): each member trains as its own run would.
+"""Trials fused into one stacked network (cnnsearch/fused.py): each member trains as its own run would.
 
 Driven by the registry: every model stacks, and its members compute what the lone networks compute. On
-real data: a fused member's history matches `fit`'s for its seed (to float rounding), resumes exactly,
-trades checkpoints with `fit`, and a member that diverges leaves the others untouched.
+real data: a fused member's history matches `fit`'s for its config (seeds, or optimizers of their own; to
+float rounding), resumes exactly, trades checkpoints with `fit`, and a member that diverges leaves the
+others untouched.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from cnnsearch.config import TrainConfig
 from cnnsearch.data import ImageSplit
 from cnnsearch.engine import ImageClassifier, _evaluate, evaluate, fit, load_checkpoint
-from cnnsearch.fused import StackedClassifier, fit_seeds
+from cnnsearch.fused import TRIAL_KEYS, StackedClassifier, fit_fused, fit_seeds
 from cnnsearch.models import build_model, list_models, model_options
 
 TINY = dict(model="basecnn", dataset="cifar10", train_subset=20, val_size=200, batch_size=50, epochs=2,
@@ -110,6 +111,24 @@ def test_fused_members_train_as_fit_does(cifar10, optimizer, lr):
     assert len({r.history[-1]["train_loss"] for r in fused}) == len(SEEDS)
 
 
+def test_trials_with_optimizers_of_their_own_train_as_fit_does(cifar10):
+    """Members differ in everything TRIAL_KEYS allows (optimizer, lr, momentum, weight decay, schedule): each
+    has an optimizer and a schedule of its own, over its slice of the stacked weights."""
+    base = TrainConfig(**{**TINY, "epochs": 3, "augment": True})
+    configs = [base.replace(optimizer="sgd", lr=0.02, momentum=0.8, lr_schedule="step", step_size=1, lr_decay=0.5),
+               base.replace(optimizer="adam", lr=1e-3, weight_decay=1e-3, lr_schedule="exponential"),
+               base.replace(optimizer="adamax", lr=2e-3, lr_schedule="cosine", seed=1),
+               base.replace(optimizer="adamw", lr=1e-3, weight_decay=0.05, lr_schedule="none", seed=2)]
+    fused = fit_fused(configs, cifar10)
+    for config, result in zip(configs, fused):
+        alone = fit(config, cifar10)
+        assert result.config == config
+        assert [h["lr"] for h in result.history] == [h["lr"] for h in alone.history]  # its own schedule
+        for ours, theirs in zip(result.history, alone.history):
+            for key in ("train_loss", "val_loss"):
+                assert ours[key] == pytest.approx(theirs[key], abs=1e-4), (config.optimizer, key)
+
+
 def test_fused_resume_matches_uninterrupted_run(cifar10, tmp_path):
     """Stop after epoch 2 of 3 with the members' checkpoints saved; resuming gives exactly the uninterrupted
     metrics. Dropout and augmentation on, so every generator has to come back."""
@@ -169,8 +188,8 @@ def test_a_diverging_member_leaves_the_others_untouched(cifar10):
 
 
 @pytest.mark.parametrize("seeds, changes, message", [
-    ([], {}, "at least one seed"),
-    ([0, 0], {}, "seeds must differ"),
+    ([], {}, "at least one config"),
+    ([0, 0], {}, "the same trial twice"),
     ([0, True], {}, "whole numbers"),
     ([0, "1"], {}, "whole numbers"),
     ([0, -1], {}, r"seed must be in \[0"),
@@ -182,12 +201,22 @@ def test_bad_fused_input_is_a_clear_error(cifar10, seeds, changes, message):
         fit_seeds(TrainConfig(**{**TINY, **changes}), seeds, cifar10)
 
 
+@pytest.mark.parametrize("change", [{"model": "lenet5"}, {"batch_size": 25}, {"epochs": 3}, {"dropout": 0.5},
+                                    {"label_smoothing": 0.1}])
+def test_fused_trials_share_all_but_their_seed_and_optimizer(cifar10, change):
+    config = TrainConfig(**TINY)
+    key = next(iter(change))
+    assert key not in TRIAL_KEYS
+    with pytest.raises(ValueError, match=f"fused trials share everything but seed, .*; {key} differs"):
+        fit_fused([config, config.replace(seed=1, **change)], cifar10)
+
+
 def test_resume_refuses_mismatched_checkpoints(cifar10):
     config = TrainConfig(**{**TINY, "epochs": 2})
     saved = {}
     fit_seeds(config, [0, 1], cifar10, on_epoch=each(lambda m, metrics, s: saved.__setitem__((m, metrics["epoch"]),
                                                                                             s.state_dict())))
-    with pytest.raises(ValueError, match="one checkpoint per seed"):
+    with pytest.raises(ValueError, match="one checkpoint per trial"):
         fit_seeds(config, [0, 1], cifar10, checkpoints=[saved[(0, 1)]])
     with pytest.raises(ValueError, match="different epochs"):
         fit_seeds(config, [0, 1], cifar10, checkpoints=[saved[(0, 1)], saved[(1, 2)]])
