@@ -238,3 +238,25 @@ def test_fused_members_replay_one_cuda_graph(cifar10):
         for a, b in zip(ours.history, theirs.history):
             assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-3)
             assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_members_share_each_kernel_launch(name):
+    """What fusion is for: the stacked forward runs one convolution and one BatchNorm per layer for all
+    members together (vmap's batching rules: grouped convolutions), as many as one network runs, not one per
+    member. Counted with torch.profiler; a model whose layer vmap could only loop over would fail here."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lone = _small(name, 0)
+    stacked = StackedClassifier([_small(name, seed) for seed in range(4)])
+    images = torch.randint(0, 256, (4, 2, 3, 32, 32), dtype=torch.uint8)
+
+    def launches(run) -> dict[str, int]:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        counts = {e.key: e.count for e in prof.key_averages()}
+        return {op: counts.get(op, 0) for op in ("aten::_convolution", "aten::_batch_norm_impl_index")}
+
+    ours, alone = launches(lambda: stacked.train()(images)), launches(lambda: lone.train()(images[0]))
+    assert ours["aten::_convolution"] == alone["aten::_convolution"] > 0
+    assert ours["aten::_batch_norm_impl_index"] == alone["aten::_batch_norm_impl_index"]
