@@ -8,9 +8,9 @@ test evaluation), curves.png, confusion.png (test split) and checkpoint.pt (for 
 
     python -m cnnsearch.train --arch resnet18 --batch-size 64 --seeds 0,1,2,3
 
-trains the seeds together, fused into one stacked network in one process (cnnsearch.fused: on a GPU several
-small trainings fill the card that one leaves idle), and writes one such folder per seed, seed-N/, plus
-summary.json (each seed's best validation and test accuracy).
+trains the seeds together, fused into one stacked network in one process (cnnsearch.fused; meant for a GPU,
+where one small training leaves the card idle between kernel launches), and writes one such folder per seed,
+seed-N/, plus summary.json (each seed's best validation and test accuracy).
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--seeds", type=int_list, metavar="N,N,...",
-                   help="train these seeds together, fused into one stacked network (pays on a GPU); "
+                   help="train these seeds together, fused into one stacked network (meant for a GPU); "
                         "one folder per seed, OUT/seed-N")
     g = p.add_argument_group("execution")
     g.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
