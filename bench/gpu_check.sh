@@ -5,6 +5,8 @@
 #   bash .devkit/run.sh bash bench/gpu_check.sh claims SPACE   # SPACE at budget full (--mps), for issue 11's
 #       full-scale reproduction; a run longer than LIMIT (540 s, under the device's 10-minute call) stops with
 #       Ctrl-C's exit 130 and the same command in the next call (within 30 s, while /root is kept) resumes it
+#   bash .devkit/run.sh bash bench/gpu_check.sh seeds    # report A's ResNet-18 (batch 64, 30 epochs), 5 seeds fused
+#       in one process (cnnsearch.train --seeds): the wall time of a decisive 5-seed run of one recipe
 # "today" is the engine before the fast path, carried as .baseline/cnnsearch (git archive 7d9b293 cnnsearch).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -48,6 +50,12 @@ case "${1:-table}" in
       echo "=== not finished: the same command in the next call resumes it" | tee -a "$LOG"
     fi
     [ -d "$RUNS/$name" ] && tar czf "$OUT/$name.tgz" --exclude='*.pt' -C "$RUNS" "$name"
+    ;;
+  seeds)  # EPOCHS=1 EXTRA="--train-subset 20 --width 0.25 --device cpu" RUNS=DIR: the same steps on a CPU
+    rm -rf "$RUNS/seeds"; mkdir -p "$RUNS"
+    step "${LIMIT:-540}" python -m cnnsearch.train --arch resnet18 --batch-size 64 --epochs "${EPOCHS:-30}" \
+      --seeds 0,1,2,3,4 --quiet --no-download --out "$RUNS/seeds" ${EXTRA:-}
+    [ -d "$RUNS/seeds" ] && tar czf "$OUT/seeds.tgz" --exclude='*.pt' -C "$RUNS" seeds
     ;;
 esac
 echo "=== $(date +%T) done" | tee -a "$LOG"
