@@ -120,6 +120,7 @@ class MemberOptimizers:
         self.optimizers = [_make_optimizer(config, views) for config, views in zip(configs, self.views)]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        # Always to None, whatever is asked: `step` points the members' gradients at backward's new ones.
         for p in self.stacked:
             p.grad = None
         for optimizer in self.optimizers:
