@@ -145,7 +145,8 @@ def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, **option
 def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
               on_epoch: Callable[[list[tuple[int, dict[str, Any], EpochState]]], None] | None = None,
               checkpoints: Sequence[str | dict[str, Any]] | None = None,
-              device: torch.device | str | None = None) -> list[FitResult]:
+              device: torch.device | str | None = None,
+              progress: Callable[..., Any] | None = None) -> list[FitResult]:
     """Train the `configs` fused into one stacked network; one `FitResult` per config, in order, each as `fit`
     would return it. The configs may differ only in `TRIAL_KEYS` (the seed and the optimizer).
 
@@ -154,6 +155,7 @@ def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
         for all members, so a caller can save their checkpoints together (the CLI holds Ctrl-C meanwhile):
         resuming needs every member at the same epoch. Raising from it stops every member.
     checkpoints: one per config (paths or state dicts, from `fit` or from here), all after the same epoch.
+    progress: as `fit`'s; its totals are the members' means (per member's images: batches are (M, B, ...)).
     A member whose loss turns NaN or inf ends "diverged" and reports no more epochs; the others go on.
     Runs eagerly or with the CUDA-graph step (the default on CUDA); not compiled, and in the default memory
     layout: channels_last does not carry through vmap's grouped convolutions, so the automatic choice is off.
@@ -201,7 +203,11 @@ def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
         lrs = [float(o.param_groups[0]["lr"]) for o in optimizer.optimizers]
         model.train()
         step.start_epoch()
-        for images, labels in _member_batches(train, config.batch_size, generators, augment):
+        batches = _member_batches(train, config.batch_size, generators, augment)
+        if progress is not None:
+            batches = progress(batches, total=math.ceil(len(train) / config.batch_size),
+                               totals=lambda: tuple(sum(values) / len(configs) for values in step.totals()))
+        for images, labels in batches:
             step(images, labels)
         loss_sums, corrects = step.totals()
         train_time = time.perf_counter() - start

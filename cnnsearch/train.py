@@ -155,7 +155,7 @@ def _progress_bar(batches, *, total: int, totals, every_s: float = 0.5):
     with tqdm(total=total, leave=False, unit="batch", file=sys.stderr) as bar:
         for images, labels in batches:
             yield images, labels  # the step trains on this batch before the generator resumes
-            seen += len(labels)
+            seen += labels.shape[-1]  # images per member: fused seeds' labels are (M, B)
             bar.update()
             if time.monotonic() - shown >= every_s or bar.n == total:
                 loss_sum, correct = totals()
@@ -295,13 +295,14 @@ def _run(args: argparse.Namespace, config: TrainConfig, out: Path, checkpoint_pa
         for m, metrics, _ in reports:
             tqdm.write((f"seed {seeds[m]}: " if seeds else "") + format_epoch(metrics, config.epochs))
 
+    progress = None if args.quiet else _progress_bar
     try:
         if seeds:
-            results = fit_seeds(config, seeds, data, on_epoch=on_epoch, checkpoints=checkpoints, device=device)
+            results = fit_seeds(config, seeds, data, on_epoch=on_epoch, checkpoints=checkpoints, device=device,
+                                progress=progress)
         else:
             results = [fit(config, data, on_epoch=lambda metrics, state: on_epoch([(0, metrics, state)]),
-                           checkpoint=checkpoints[0] if checkpoints else None, device=device,
-                           progress=None if args.quiet else _progress_bar)]
+                           checkpoint=checkpoints[0] if checkpoints else None, device=device, progress=progress)]
         tests = [_finish(folder, result, data, device) for folder, result in zip(folders, results)]
         if seeds:
             _write_json(out / "summary.json", {"seeds": [

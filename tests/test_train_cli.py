@@ -97,6 +97,12 @@ def test_progress_bar_shows_the_loss_and_the_images_used(data_root, tmp_path):
     assert proc.stdout.startswith("lenet5 on mnist: 100 train / 100 validation images (of 60000 in its training "
                                   "split) / 10000 test, 10 classes")
     assert re.search(r"2/2 \[.*loss=\d\.\d{4}, acc=\d+\.\d%\]", proc.stderr.replace("\r", "\n")), proc.stderr
+    # With --seeds the bar shows the seeds' mean loss and accuracy, per seed's images (an accuracy over 100%
+    # would mean it counted the seeds' images together).
+    proc = run_cli(*args, "--epochs", "1", "--seeds", "0,1,2", "--out", str(tmp_path / "seeds"), env_data=str(data_root))
+    assert proc.returncode == 0, proc.stderr
+    bars = re.findall(r"2/2 \[.*loss=(\d\.\d{4}), acc=(\d+\.\d)%\]", proc.stderr.replace("\r", "\n"))
+    assert bars and all(0 <= float(acc) <= 100 and 1 < float(loss) < 4 for loss, acc in bars), proc.stderr
 
 
 def test_curves_have_whole_epoch_ticks(tmp_path):
