@@ -74,42 +74,45 @@ def stop_on_signals() -> Iterator[None]:
         received.append(signum)
         raise Interrupt(signum)
 
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
-    saved = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    except Interrupt:
-        raise
-    except BaseException:
-        if received:
-            raise Interrupt(received[0]) from None
-        raise
-    finally:
-        for signum, previous in saved.items():
-            signal.signal(signum, previous)
+    with _handling(handler):
+        try:
+            yield
+        except Interrupt:
+            raise
+        except BaseException:
+            if received:
+                raise Interrupt(received[0]) from None
+            raise
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block ends (then `stop_on_signals` raises as usual): for writes that
     must land together, such as the checkpoints of seeds trained fused, which resume only from one epoch."""
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
-        return
     # A handler that notes the signal, not a blocked signal mask: torch's threads would take a signal the
     # main thread blocks, and Python runs its handler in the main thread all the same.
     pending: list[int] = []
-    saved = {signum: signal.signal(signum, lambda signum, frame: pending.append(signum))
-             for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _handling(lambda signum, frame: pending.append(signum)):
+            yield
+    finally:
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler that was there before
+
+
+@contextlib.contextmanager
+def _handling(handler) -> Iterator[None]:
+    """`handler` for SIGINT and SIGTERM inside the block, the previous handlers after it. Only the main
+    thread may set handlers: elsewhere the block runs with them as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for signum, previous in saved.items():
             signal.signal(signum, previous)
-        if pending:
-            signal.raise_signal(pending[0])  # now, to the handler that was there before
 
 
 def int_list(text: str) -> tuple[int, ...]:

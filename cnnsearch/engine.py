@@ -232,13 +232,8 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
         state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
         _check_resumable(config, state)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        history = list(state["history"])
+        history = _restore(state, optimizer, scheduler, generator)
+        _restore_rngs(state, device)
     lr_tensors = _prepare_step(run, optimizer, device)  # after loading: a checkpoint holds the eager form
     # Evaluation and odd-sized batches use `model`; only full training batches use the compiled network,
     # so it sees one shape and one mode and never recompiles between training and evaluation.
@@ -248,14 +243,7 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
                       channels_last=run.channels_last, batch_size=config.batch_size, eager_model=model)
 
     def capture() -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": len(history),
-            "model": model.state_dict(), "optimizer": portable_optimizer_state(optimizer.state_dict()),
-            "scheduler": portable_scheduler_state(scheduler.state_dict()),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": list(history),
-        }
+        return _checkpoint(config, history, model.state_dict(), optimizer, scheduler, generator, device)
 
     setup_s = time.perf_counter() - entered  # split, copy to device, build: the wait before the first batch
     status = "completed"
@@ -284,8 +272,39 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
             on_epoch(dict(history[-1]), EpochState(capture))
         if status == "diverged":
             break
-    ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
-    return FitResult(status=status, history=history, model=model, config=config, device=device, step=ran)
+    return FitResult(status=status, history=history, model=model, config=config, device=device, step=step.ran)
+
+
+def _checkpoint(config: TrainConfig, history: list[dict[str, Any]], model_state: dict[str, torch.Tensor],
+                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
+                device: torch.device) -> dict[str, Any]:
+    """A checkpoint of one run (fit's, or one member of cnnsearch.fused's): everything `_restore` and
+    `_restore_rngs` need to continue exactly."""
+    return {
+        "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": len(history),
+        "model": model_state, "optimizer": portable_optimizer_state(optimizer.state_dict()),
+        "scheduler": portable_scheduler_state(scheduler.state_dict()),
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "history": list(history),
+    }
+
+
+def _restore(state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator
+             ) -> list[dict[str, Any]]:
+    """Load a checkpoint's optimizer, scheduler and data generator; returns its history (the model's weights
+    and the global RNGs are the caller's: fused members share those)."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    return list(state["history"])
+
+
+def _restore_rngs(state: dict[str, Any], device: torch.device) -> None:
+    """torch's global RNGs (dropout masks) as a checkpoint saved them."""
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def _prepare(config: TrainConfig, data: Dataset, device: torch.device | str | None

@@ -31,10 +31,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .config import TrainConfig
 from .data import Augment, Dataset, iterate_batches
-from .engine import (CHECKPOINT_FORMAT, EpochState, FitResult, ImageClassifier, _check_resumable, _evaluate,
-                     _keep_lr_tensors, _make_optimizer, _make_scheduler, _prepare, _prepare_step, build_classifier,
-                     load_checkpoint)
-from .steps import EagerStep, GraphedStep, portable_optimizer_state, portable_scheduler_state
+from .engine import (EpochState, FitResult, ImageClassifier, _check_resumable, _checkpoint, _evaluate,
+                     _keep_lr_tensors, _make_optimizer, _make_scheduler, _prepare, _prepare_step, _restore,
+                     _restore_rngs, build_classifier, load_checkpoint)
+from .steps import EagerStep, GraphedStep
 
 __all__ = ["StackedClassifier", "MemberOptimizers", "fit_fused", "fit_seeds", "TRIAL_KEYS"]
 
@@ -183,15 +183,8 @@ def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
                       channels_last=False, batch_size=config.batch_size, members=len(configs))
 
     def capture(m: int) -> Callable[[], dict[str, Any]]:
-        return lambda: _copy({
-            "format": CHECKPOINT_FORMAT, "config": configs[m].to_dict(), "epoch": len(histories[m]),
-            "model": model.member_state(m),
-            "optimizer": portable_optimizer_state(optimizer.optimizers[m].state_dict()),
-            "scheduler": portable_scheduler_state(schedulers[m].state_dict()),
-            "generator": generators[m].get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": list(histories[m]),
-        })
+        return lambda: _copy(_checkpoint(configs[m], histories[m], model.member_state(m), optimizer.optimizers[m],
+                                         schedulers[m], generators[m], device))
 
     live = [not (h and h[-1]["status"] == "diverged") for h in histories]
     status = ["completed" if alive else "diverged" for alive in live]
@@ -236,9 +229,8 @@ def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
             reports.append((m, dict(histories[m][-1]), EpochState(capture(m))))
         if on_epoch is not None:
             on_epoch(reports)
-    ran = step.kind if not getattr(step, "failed", None) else f"eager (CUDA graph capture failed: {step.failed})"
     return [FitResult(status=status[m], history=histories[m], model=model.member(m, build), config=configs[m],
-                      device=device, step=ran) for m in range(len(configs))]
+                      device=device, step=step.ran) for m in range(len(configs))]
 
 
 def _member_batches(train, batch_size: int, generators: list[torch.Generator], augment: Augment | None):
@@ -294,10 +286,5 @@ def _resume(model: StackedClassifier, optimizer: MemberOptimizers, schedulers, g
     for m, (config, state) in enumerate(zip(configs, states)):
         _check_resumable(config, state)  # the same config, seed included
         model.load_member_state(m, state["model"])
-        optimizer.optimizers[m].load_state_dict(state["optimizer"])
-        schedulers[m].load_state_dict(state["scheduler"])
-        generators[m].set_state(state["generator"])
-        histories[m].extend(state["history"])
-    torch.set_rng_state(states[0]["torch_rng"])
-    if device.type == "cuda" and states[0].get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(states[0]["cuda_rng"], device)
+        histories[m].extend(_restore(state, optimizer.optimizers[m], schedulers[m], generators[m]))
+    _restore_rngs(states[0], device)  # one dropout stream for all members

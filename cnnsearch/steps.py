@@ -63,6 +63,11 @@ class EagerStep:
         waits for the device."""
         return self.loss_sum.tolist(), self.correct.tolist()
 
+    @property
+    def ran(self) -> str:
+        """The step that trained, for FitResult.step: "eager", "cuda_graph" or why capture fell back to eager."""
+        return self.kind
+
     def full(self, images: torch.Tensor) -> bool:
         """Whether `images` is a full batch (the shape a compiled model or a graph was made for)."""
         return images.shape[0 if self.members is None else 1] == self.batch_size
@@ -120,6 +125,10 @@ class GraphedStep(EagerStep):
         self._warm = 0
         self._images: torch.Tensor | None = None  # (B, C, H, W) uint8 (or (M, B, ...)): the graph's input buffers
         self._labels: torch.Tensor | None = None  # (B,) int64 (or (M, B))
+
+    @property
+    def ran(self) -> str:
+        return self.kind if self.failed is None else f"eager (CUDA graph capture failed: {self.failed})"
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if not self.full(images) or self.failed is not None:
