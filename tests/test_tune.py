@@ -472,6 +472,9 @@ def test_scheduler_choices_come_from_the_registry():
     ({"mps": True}, 1, True, 0.25),  # under MPS four run at once
     ({}, 1, False, 0.25),  # eager steps leave the GPU idle between launches: sharing pays without MPS
     ({"gpus_per_trial": 0.5}, 0, True, 0.5),  # as given
+    ({"fuse": 4}, 1, True, 0.25),  # --fuse N: a fused group of N fills a GPU
+    ({"fuse": 4}, 0, True, 0.0),
+    ({"fuse": 4, "gpus_per_trial": 0.5}, 1, True, 0.5),
 ])
 def test_default_gpus_per_trial_follows_the_measured_table(options, cluster_gpus, cuda_graph, expected):
     assert RunOptions(**options).trial_gpus(cluster_gpus, cuda_graph=cuda_graph) == expected

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -105,6 +106,8 @@ def run_experiment(plan: Plan, options: RunOptions = RunOptions()) -> RunResult:
     exp_path = f"{storage.rstrip('/')}/{name}"
     if options.resume:
         _check_resume(filesystem, exp_path, plan)
+    if options.fuse:
+        _check_fusable(plan)
     if options.address and filesystem.type_name == "local":
         print(f"WARNING: --storage {redact(options.storage)} is a local path; on a multi-node cluster the workers on "
               "other nodes cannot write there. Use a shared folder or a URI such as s3://bucket/path.", file=sys.stderr)
@@ -153,14 +156,21 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     if options.cpus_per_trial > cluster.get("CPU", 0):
         raise RunError(f"--cpus-per-trial {options.cpus_per_trial:g} but the cluster has {cluster.get('CPU', 0):g} CPU(s)")
 
-    trial = faults.failing_trial if faults.armed() else train_trial
-    trainable = ray_tune.with_resources(ray_tune.with_parameters(trial, data=data),
-                                        {"cpu": options.cpus_per_trial, "gpu": gpus})
     concurrent = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
+    fused = None
+    if options.fuse:
+        from .fusion import fused_capacity, fused_trial, start_coordinator
+
+        fused = fused_capacity(options.fuse, gpus, concurrent)
+        parameters = ray_tune.with_parameters(fused_trial, coordinator=start_coordinator(data), capacity=fused)
+    else:
+        parameters = ray_tune.with_parameters(faults.failing_trial if faults.armed() else train_trial, data=data)
+    trainable = ray_tune.with_resources(parameters, {"cpu": options.cpus_per_trial, "gpu": gpus})
     local = filesystem.type_name == "local"
     study = f"{exp_path}/{OPTUNA_DB}" if plan.search == "optuna" and local else None
     callbacks = _loggers(options, name, storage, filesystem)
-    _print_plan(plan, options, context, gpus, concurrent, exp_path, cluster, _watch(exp_path, local, callbacks, study))
+    _print_plan(plan, options, context, gpus, concurrent, exp_path, cluster, _watch(exp_path, local, callbacks, study),
+                fused)
 
     if options.resume:
         tuner = ray_tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True,
@@ -198,7 +208,8 @@ def _tune_config(plan: Plan, options: RunOptions, study: str | None) -> ray_tune
     return ray_tune.TuneConfig(
         metric=space.metric, mode=space.mode, num_samples=plan.num_trials,  # a sampled design's draws, or its list
         scheduler=entry.build(ray_tune.schedulers, plan.epochs, plan.scheduler_settings),
-        search_alg=_searcher(plan, study), max_concurrent_trials=options.max_concurrent, trial_dirname_creator=_trial_dirname,
+        search_alg=_searcher(plan, study, fuse=bool(options.fuse)), max_concurrent_trials=options.max_concurrent,
+        trial_dirname_creator=_trial_dirname,
         # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
         # set are imported and fetched once per worker, not once per trial.
         reuse_actors=True,
@@ -223,7 +234,7 @@ def _run_config(plan: Plan, options: RunOptions, name: str, storage: str, filesy
     )
 
 
-def _searcher(plan: Plan, study: str | None = None):
+def _searcher(plan: Plan, study: str | None = None, fuse: bool = False):
     if plan.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -239,7 +250,25 @@ def _searcher(plan: Plan, study: str | None = None):
         return BasicVariantGenerator(random_state=plan.seed)
     from .trials import TrialList
 
-    return TrialList(plan.trial_params(), plan.space.metric, plan.space.mode)  # fixed designs: the plan's trials
+    params = plan.trial_params()
+    if fuse:  # trials that can fuse start one after another, so they run (and fuse) together
+        from .fusion import fuse_key
+
+        base = plan.param_space()
+        keys = [fuse_key(trial_config({**base, **p})) for p in params]
+        first = {key: i for i, key in reversed(list(enumerate(keys)))}
+        params = [p for _, p in sorted(zip(keys, params), key=lambda pair: first[pair[0]])]
+    return TrialList(params, plan.space.metric, plan.space.mode)  # fixed designs: the plan's trials
+
+
+def _check_fusable(plan: Plan) -> None:
+    """--fuse: fused training runs in the default memory layout, uncompiled (cnnsearch/fused.py)."""
+    configs = [plan.base_config()] if plan.space.design == "sample" else \
+        [json.loads(c) for c in plan.trial_configs()]
+    for name in ("compile", "channels_last"):
+        if any(c.get(name) for c in configs):
+            raise RunError(f"--fuse: trials of this plan set {name}: true, which fused training does not support; "
+                           f"set {name}: false in the space (or drop --fuse)")
 
 
 def _trial_dirname(trial) -> str:
@@ -470,14 +499,14 @@ def _watch(exp_path: str, local: bool, callbacks: list, study: str | None) -> li
 
 
 def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurrent: int, exp_path: str,
-                cluster: dict[str, float], watch: list[str]) -> None:
+                cluster: dict[str, float], watch: list[str], fused: int | None = None) -> None:
     space = plan.space
     budget = space.budgets[plan.budget].overrides
     shape = ", ".join(f"{k} {budget[k]}" for k in ("epochs", "train_subset", "width", "batch_size") if k in budget)
     scheduler = plan.scheduler_entry.plan(plan.scheduler_settings, space.metric)
     print(f"plan: space {space.name} ({space.design}), {plan.num_trials} trials, budget {plan.budget} ({shape}); "
           f"{options.cpus_per_trial:g} CPU + {gpus:g} GPU per trial{' (MPS on)' if options.mps else ''}, "
-          f"up to {concurrent} at once; "
+          f"up to {concurrent} at once{f' (a network fused {fused} to a process)' if fused else ''}; "
           f"{plan.num_trials * plan.epochs} epochs in total at most; {scheduler}; search {plan.search}"
           f"{' (resuming)' if options.resume else ''}")
     print(estimate_line(plan, options, cluster))
@@ -489,7 +518,8 @@ def _print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurren
               "kept in ~/.ray/auth_token)")
     elif options.address:
         print(f"dashboard: on the cluster's head node ({options.address}), port 8265")
-    if 0 < gpus < 1 and not options.mps and plan.base_config().get("cuda_graph") is not False and not options.address:
+    if 0 < gpus < 1 and not (options.mps or fused) and plan.base_config().get("cuda_graph") is not False \
+            and not options.address:
         print("note: trials sharing a GPU without MPS take turns on it (CUDA-graph steps gain 0.9-1.2x from "
               "sharing, bench/RESULTS.md); --mps runs them at once (1.2-2.8x)")
     sys.stdout.flush()

@@ -62,6 +62,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--num-cpus", type=int, help="CPUs for a local cluster (default: all)")
     g.add_argument("--mps", action="store_true",
                    help="run NVIDIA MPS while the experiment runs, so trials sharing a GPU run at once (local clusters)")
+    g.add_argument("--fuse", type=int, metavar="N",
+                   help="train up to N trials that share a GPU and a network (seeds, optimizer settings) as one stacked "
+                        "network in one process; Tune still reports and stops each (e.g. --gpus-per-trial 0.25 --fuse 4)")
     g.add_argument("--address", help="an existing Ray cluster, e.g. auto or ray://HEAD:10001")
     g = p.add_argument_group("results")
     g.add_argument("--storage", default=RunOptions.storage,
@@ -106,7 +109,7 @@ def _main(argv: list[str] | None) -> int:
         options = RunOptions(
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
             max_failures=args.max_failures, num_cpus=args.num_cpus, num_gpus=args.num_gpus, address=args.address,
-            dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, mps=args.mps,
+            dashboard=not args.no_dashboard, dashboard_host=args.dashboard_host, mps=args.mps, fuse=args.fuse,
             storage=args.storage, name=args.name, progress=args.progress, log_to=tuple(dict.fromkeys(args.log_to)),
             resume=args.resume, data_dir=args.data_dir, download=not args.no_download,
             command=redact(" ".join([PROG, *argv])))

@@ -21,7 +21,7 @@ from cnnsearch.data import Dataset
 from cnnsearch.engine import fit, load_checkpoint
 from search_spaces import CHECKPOINT_FILE, trial_config
 
-__all__ = ["train_trial"]
+__all__ = ["train_trial", "checked_config"]
 
 
 def train_trial(params: dict[str, Any], data: Dataset, *,
@@ -34,14 +34,7 @@ def train_trial(params: dict[str, Any], data: Dataset, *,
     from a checkpoint continues after its last epoch. `after_epoch(metrics)` runs after each report
     (tune/faults.py injects failures there)."""
     started_at = time.time()
-    # Tune logs a line per saved checkpoint, i.e. per epoch and trial: noise in the driver's console.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    # Tune restarts an experiment whose state it cannot restore with one trial of empty params, which
-    # TrainConfig's defaults would make a full ResNet-18 run. Every trial a Plan makes has a seed.
-    if not params or "seed" not in params:
-        raise ValueError(f"refusing trial params {dict(params or {})!r}: not a trial of a cnnsearch plan (no seed); "
-                         "was the experiment state lost?")
-    config = TrainConfig.from_dict(trial_config(params))  # unknown keys raise
+    config = checked_config(params)
     device = _claim_device()
     checkpoint = ray.tune.get_checkpoint()
     state = None
@@ -58,6 +51,18 @@ def train_trial(params: dict[str, Any], data: Dataset, *,
             after_epoch(metrics)
 
     fit(config, data, on_epoch=on_epoch, checkpoint=state, device=device)
+
+
+def checked_config(params: dict[str, Any]) -> TrainConfig:
+    """The trial's TrainConfig from its params (unknown keys raise), refusing params no Plan makes."""
+    # Tune logs a line per saved checkpoint, i.e. per epoch and trial: noise in the driver's console.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    # Tune restarts an experiment whose state it cannot restore with one trial of empty params, which
+    # TrainConfig's defaults would make a full ResNet-18 run. Every trial a Plan makes has a seed.
+    if not params or "seed" not in params:
+        raise ValueError(f"refusing trial params {dict(params or {})!r}: not a trial of a cnnsearch plan (no seed); "
+                         "was the experiment state lost?")
+    return TrainConfig.from_dict(trial_config(params))
 
 
 def _claim_device() -> torch.device:
