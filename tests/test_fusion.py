@@ -22,10 +22,18 @@ FUSED = ["--space", str(DATA / "fused_trials.yaml"), *SMOKE, "--gpus-per-trial",
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(data_root):
+def inject_dir(tmp_path_factory) -> Path:
+    """Fault injection is armed while this folder exists (see tune/faults.py)."""
+    return tmp_path_factory.mktemp("inject") / "armed"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(data_root, inject_dir):
+    """Workers inherit the environment at the cluster's start, so the fault-injection variable is set before."""
     import ray
 
     os.environ["CNNSEARCH_DATA_DIR"] = str(data_root)
+    os.environ["CNNSEARCH_INJECT_FAILURE"] = f"1:{inject_dir}"
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -100,7 +108,43 @@ def test_fused_trials_train_as_fit_fused_does(fused_run, cifar10):
                 assert reported[metric] == pytest.approx(expected[metric], rel=1e-5, abs=1e-6), (key, metric)
 
 
+def test_failed_members_are_retried_from_their_checkpoints_and_train_on_fused(fused_run, inject_dir, tmp_path):
+    """Every trial of one network raises after reporting epoch 1; Tune retries each from that checkpoint, the
+    retried trials fuse again (at epoch 1) and train on as if nothing had happened."""
+    space = tmp_path / "four.yaml"
+    space.write_text((DATA / "fused_trials.yaml").read_text().replace("levels: [0.0, 0.1]", "levels: [0.0]"))
+    inject_dir.mkdir()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = main([*FUSED[:1], str(space), *FUSED[2:], "--scheduler", "fifo", "--storage", str(tmp_path),
+                         "--name", "retry"])
+    finally:
+        failures = list(inject_dir.glob("failed-*"))
+        for marker in failures:
+            marker.unlink()
+        inject_dir.rmdir()
+    assert code == 0 and len(failures) == 4  # each failed once, and each finished
+    rows = _by_trial(tmp_path / "retry")
+    _, uninterrupted = fused_run
+    assert len(rows) == 4
+    for key, trial in rows.items():
+        assert [r["epoch"] for r in trial] == [1, 2, 3, 4], key
+        assert trial[-1]["fused"] == 4  # together again after the retry
+        for reported, expected in zip(trial, uninterrupted[key]):
+            for metric in ("train_loss", "val_loss", "val_acc"):
+                assert reported[metric] == pytest.approx(expected[metric], rel=1e-5, abs=1e-6), (key, metric)
+
+
 # ------------------------------------------------------------------------------- the coordinator alone
+@pytest.fixture(scope="module")
+def coordinator(ray_cluster, cifar10):
+    """One coordinator for the tests below (each uses its own member ids and keys; an engine a test leaves idle
+    trains the next test's group)."""
+    from tune.fusion import start_coordinator
+
+    return start_coordinator(cifar10)
+
+
 def _member(trial_id: str, **changes) -> dict:
     from cnnsearch.config import TrainConfig
 
@@ -115,57 +159,49 @@ def _placement() -> dict:
     return {"node": ray.get_runtime_context().get_node_id(), "gpus": [], "gpu_share": 0.0, "cpus": 1.0}
 
 
-def test_a_lone_member_trains_alone_after_the_wait_a_leaver_is_dropped_a_restored_one_resumes(ray_cluster, cifar10):
+def test_a_lone_member_trains_alone_after_the_wait_a_leaver_is_dropped_a_restored_one_resumes(coordinator):
     """A group that does not fill up starts when its wait ends; a member that left before it started is not
     trained; a member restored from a checkpoint goes on from it exactly."""
     import ray
 
-    from tune.fusion import start_coordinator
-
-    coordinator = start_coordinator(cifar10)
-    for trial_id, seed in (("a", 0), ("b", 1)):
-        ray.get(coordinator.join.remote(trial_id, "key", 4, 1.0, _member(trial_id, seed=seed), _placement()))
-    ray.get(coordinator.leave.remote("b"))
-    first = ray.get(coordinator.next.remote("a"), timeout=120)
-    second = ray.get(coordinator.next.remote("a"), timeout=120)
+    for trial_id, seed in (("lone-a", 0), ("lone-b", 1)):
+        ray.get(coordinator.join.remote(trial_id, "lone", 4, 1.0, _member(trial_id, seed=seed), _placement()))
+    ray.get(coordinator.leave.remote("lone-b"))
+    first = ray.get(coordinator.next.remote("lone-a"), timeout=120)
+    second = ray.get(coordinator.next.remote("lone-a"), timeout=120)
     assert [first["metrics"]["epoch"], second["metrics"]["epoch"]] == [1, 2]
     assert first["metrics"]["fused"] == 1 and second["metrics"]["status"] == "completed"
     assert first["checkpoint"][:2] == b"PK"  # a torch checkpoint (a zip), as save_checkpoint writes it
     # A trial restored from epoch 1's checkpoint (a retry, --resume) trains epoch 2 as the uninterrupted run did,
     # in the engine the first group left idle.
-    restored = {**_member("c", seed=0), "checkpoint": first["checkpoint"]}
-    ray.get(coordinator.join.remote("c", "key at epoch 1", 1, 1.0, restored, _placement()))
-    again = ray.get(coordinator.next.remote("c"), timeout=120)
+    restored = {**_member("lone-c", seed=0), "checkpoint": first["checkpoint"]}
+    ray.get(coordinator.join.remote("lone-c", "lone at epoch 1", 1, 1.0, restored, _placement()))
+    again = ray.get(coordinator.next.remote("lone-c"), timeout=120)
     assert again["metrics"]["epoch"] == 2
     for metric in ("train_loss", "val_loss", "val_acc"):
         assert again["metrics"][metric] == second["metrics"][metric]
 
 
-def test_an_engine_that_fails_fails_every_member(ray_cluster, cifar10):
+def test_an_engine_that_fails_fails_every_member(coordinator):
     """Fused training refuses channels_last; both members hear the engine's error (their trials then error and
     Tune retries them), neither waits for ever."""
     import ray
 
-    from tune.fusion import start_coordinator
-
-    coordinator = start_coordinator(cifar10)
-    for trial_id, seed in (("a", 0), ("b", 1)):
-        ray.get(coordinator.join.remote(trial_id, "key", 2, 60.0, _member(trial_id, seed=seed, channels_last=True),
+    for trial_id, seed in (("fail-a", 0), ("fail-b", 1)):
+        ray.get(coordinator.join.remote(trial_id, "fail", 2, 60.0, _member(trial_id, seed=seed, channels_last=True),
                                         _placement()))
-    for item in ray.get([coordinator.next.remote("a"), coordinator.next.remote("b")], timeout=120):
+    for item in ray.get([coordinator.next.remote("fail-a"), coordinator.next.remote("fail-b")], timeout=120):
         assert "channels_last" in item["error"]
 
 
-def test_the_same_trial_twice_trains_in_two_groups(ray_cluster, cifar10):
+def test_the_same_trial_twice_trains_in_two_groups(coordinator):
     """A repeated draw (the same config twice) cannot be stacked with itself: the second opens a group of its own."""
     import ray
 
-    from tune.fusion import start_coordinator
-
-    coordinator = start_coordinator(cifar10)
-    groups = [ray.get(coordinator.join.remote(t, "key", 4, 0.5, _member(t, seed=0), _placement())) for t in "ab"]
+    groups = [ray.get(coordinator.join.remote(t, "twice", 4, 0.5, _member(t, seed=0), _placement()))
+              for t in ("twice-a", "twice-b")]
     assert groups[0] != groups[1]
-    items = ray.get([coordinator.next.remote("a"), coordinator.next.remote("b")], timeout=120)
+    items = ray.get([coordinator.next.remote("twice-a"), coordinator.next.remote("twice-b")], timeout=120)
     assert [i["metrics"]["fused"] for i in items] == [1, 1]
     assert items[0]["metrics"]["train_loss"] == items[1]["metrics"]["train_loss"]  # the same training
 

@@ -162,7 +162,8 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
         from .fusion import fused_capacity, fused_trial, start_coordinator
 
         fused = fused_capacity(options.fuse, gpus, concurrent)
-        parameters = ray_tune.with_parameters(fused_trial, coordinator=start_coordinator(data), capacity=fused)
+        trial = faults.failing_fused_trial if faults.armed() else fused_trial
+        parameters = ray_tune.with_parameters(trial, coordinator=start_coordinator(data), capacity=fused)
     else:
         parameters = ray_tune.with_parameters(faults.failing_trial if faults.armed() else train_trial, data=data)
     trainable = ray_tune.with_resources(parameters, {"cpu": options.cpus_per_trial, "gpu": gpus})

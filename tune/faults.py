@@ -1,7 +1,7 @@
 """Fault injection for the recovery tests, kept out of the trainable that experiments run.
 
 With FAILURE_ENV = "EPOCH:DIR" set in the driver, `run_experiment` runs `failing_trial` instead of
-`train_trial`: every trial raises once, after reporting EPOCH, while the folder DIR exists (a marker
+`train_trial` (`failing_fused_trial` instead of `fused_trial` with --fuse): every trial raises once, after reporting EPOCH, while the folder DIR exists (a marker
 file in DIR remembers that the trial failed). Workers inherit the variable when the cluster starts;
 creating DIR later switches the injection on.
 """
@@ -15,9 +15,10 @@ import ray.tune
 
 from cnnsearch.data import Dataset
 
+from .fusion import fused_trial
 from .trainable import train_trial
 
-__all__ = ["FAILURE_ENV", "armed", "failing_trial"]
+__all__ = ["FAILURE_ENV", "armed", "failing_trial", "failing_fused_trial"]
 
 FAILURE_ENV = "CNNSEARCH_INJECT_FAILURE"
 
@@ -30,6 +31,11 @@ def armed() -> bool:
 def failing_trial(params: dict[str, Any], data: Dataset) -> None:
     """`train_trial`, raising once after the epoch FAILURE_ENV names while its folder exists."""
     train_trial(params, data, after_epoch=_fail_once)
+
+
+def failing_fused_trial(params: dict[str, Any], **options: Any) -> None:
+    """`fused_trial`, raising once after the epoch FAILURE_ENV names while its folder exists."""
+    fused_trial(params, after_epoch=_fail_once, **options)
 
 
 def _fail_once(metrics: dict[str, Any]) -> None:

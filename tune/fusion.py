@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,10 @@ def start_coordinator(data: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------- the trial
-def fused_trial(params: dict[str, Any], *, coordinator: Any, capacity: int, wait_s: float = FUSE_WAIT_S) -> None:
-    """A Tune trial whose training runs in its group's engine: join, then report each epoch the engine posts."""
+def fused_trial(params: dict[str, Any], *, coordinator: Any, capacity: int, wait_s: float = FUSE_WAIT_S,
+                after_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """A Tune trial whose training runs in its group's engine: join, then report each epoch the engine posts.
+    `after_epoch(metrics)` runs after each report (tune/faults.py injects failures there)."""
     started_at = time.time()
     config = checked_config(params).to_dict()  # bad params raise here, not in the engine
     checkpoint, epoch = None, 0
@@ -97,6 +100,8 @@ def fused_trial(params: dict[str, Any], *, coordinator: Any, capacity: int, wait
                 with tempfile.TemporaryDirectory() as folder:
                     (Path(folder) / CHECKPOINT_FILE).write_bytes(item["checkpoint"])
                     ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+            if after_epoch is not None:
+                after_epoch(metrics)
             if metrics["status"] != "running":
                 return
     finally:  # after the last epoch, or when Tune stops this trial (its report raises SystemExit)
@@ -249,11 +254,9 @@ class _Engine:
                 left = set(ray.get(coordinator.post.remote(posted)))
                 going = [(trial_id, metrics, blob) for trial_id, metrics, blob in posted
                          if trial_id not in left and metrics["status"] == "running"]
-                if left and going:
+                if left:  # the others (if any) go on from this epoch's checkpoints, in a stack without the leavers
                     config_of = {m["trial_id"]: m["config"] for m in members}
                     raise _Regroup([{"trial_id": t, "config": config_of[t], "checkpoint": blob} for t, _, blob in going])
-                if left:  # nobody goes on
-                    raise _Regroup([])
 
             with tempfile.TemporaryDirectory() as folder:
                 checkpoints = None
