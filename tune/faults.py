@@ -2,8 +2,8 @@
 
 With FAILURE_ENV = "EPOCH:DIR" set in the driver, `run_experiment` runs `failing_trial` instead of
 `train_trial` (with --fuse, `failing_fused_trial` instead of `fused_trial`): every trial raises once, after
-reporting EPOCH, while the folder DIR exists (a marker file in DIR remembers that the trial failed). Workers inherit the variable when the cluster starts;
-creating DIR later switches the injection on.
+reporting EPOCH, while the folder DIR exists (a marker file in DIR remembers that the trial failed). Workers
+inherit the variable when the cluster starts; creating DIR later switches the injection on.
 """
 from __future__ import annotations
 

@@ -43,7 +43,8 @@ from .trainable import checked_config
 
 __all__ = ["Coordinator", "fused_trial", "fuse_key", "fused_capacity", "FUSE_WAIT_S", "start_coordinator"]
 
-FUSE_WAIT_S = 10.0  # how long a group waits for company after its first member joined: trials sharing a GPU start together
+# How long a group waits for company after its first member joined: trials that share a GPU start together.
+FUSE_WAIT_S = 10.0
 
 
 def fuse_key(config: dict[str, Any]) -> str:
@@ -228,8 +229,8 @@ class _Engine:
     def __init__(self, data_box: list[Any]) -> None:
         self.data = ray.get(data_box[0])
 
-    def run(self, members: list[dict[str, Any]], coordinator: Any, threads: int, gpu_share: float) -> int:
-        """Returns the epochs trained. Members that leave are dropped at the next epoch boundary."""
+    def run(self, members: list[dict[str, Any]], coordinator: Any, threads: int, gpu_share: float) -> None:
+        """Train `members` to their end; members that leave are dropped at the next epoch boundary."""
         import torch
 
         from cnnsearch.fused import fit_fused
@@ -239,13 +240,10 @@ class _Engine:
         device = torch.device("cuda", 0) if gpu_share > 0 and torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_per_process_memory_fraction(gpu_share, 0)
-        epochs = 0
         while members:
             ids = [m["trial_id"] for m in members]
 
             def on_epoch(reports) -> None:
-                nonlocal epochs
-                epochs += 1
                 posted = []
                 for m, metrics, state in reports:
                     buffer = io.BytesIO()
@@ -256,7 +254,8 @@ class _Engine:
                          if trial_id not in left and metrics["status"] == "running"]
                 if left:  # the others (if any) go on from this epoch's checkpoints, in a stack without the leavers
                     config_of = {m["trial_id"]: m["config"] for m in members}
-                    raise _Regroup([{"trial_id": t, "config": config_of[t], "checkpoint": blob} for t, _, blob in going])
+                    raise _Regroup([{"trial_id": t, "config": config_of[t], "checkpoint": blob}
+                                    for t, _, blob in going])
 
             with tempfile.TemporaryDirectory() as folder:
                 checkpoints = None
@@ -273,5 +272,4 @@ class _Engine:
                 except _Regroup as regroup:
                     members = regroup.members
         if device.type == "cuda":
-            torch.cuda.empty_cache()  # idle until its next group: its cached blocks go back to the trials sharing the GPU
-        return epochs
+            torch.cuda.empty_cache()  # idle until its next group: its cached blocks go back to the GPU's other trials
