@@ -11,8 +11,8 @@ Three parts, all Ray actors or tasks of this experiment's driver (they end with 
   and passes each epoch's reports to the members.
 - the `_Engine` trains the group with `fit_fused` and posts every epoch's reports. When members have left
   (Tune stopped them), it goes on with the others from this epoch's checkpoints ("regroups"): a stopped
-  trial's share of the GPU is not spent on it. The engine is not a trial, so Tune stopping any trial, the
-  first included, never stops the others' training.
+  trial's share of the GPU is not spent on it. The engine runs at most one epoch ahead of its trials, and
+  is not a trial itself, so Tune stopping any trial, the first included, never stops the others' training.
 
 A group's members share everything but `cnnsearch.fused.TRIAL_KEYS` (seed, optimizer and its settings) and
 start from the same epoch (a trial restored from a checkpoint joins others at that epoch, else trains alone).
@@ -45,6 +45,7 @@ __all__ = ["Coordinator", "fused_trial", "fuse_key", "fused_capacity", "FUSE_WAI
 
 # How long a group waits for company after its first member joined: trials that share a GPU start together.
 FUSE_WAIT_S = 10.0
+LAG_WAIT_S = 60.0  # how long an engine waits for a trial to take its previous report (Coordinator.post)
 
 
 def fuse_key(config: dict[str, Any]) -> str:
@@ -119,6 +120,7 @@ class Coordinator:
         self.open: dict[str, dict[str, Any]] = {}  # key -> the group still taking members
         self.boxes: dict[str, _Mailbox] = {}  # trial id -> its undelivered reports
         self.left: set[str] = set()
+        self.slow: set[str] = set()  # members the engines no longer wait for
         self.groups = 0
         self.idle: dict[tuple, list[Any]] = {}  # (node, GPU ids) -> engines without a group
 
@@ -183,12 +185,27 @@ class Coordinator:
         self.left.add(trial_id)
         self.boxes.pop(trial_id, None)  # and what it will never read
 
-    def post(self, reports: list[tuple[str, dict[str, Any], bytes]]) -> list[str]:
-        """An engine's epoch: each member's metrics and checkpoint; returns the members that have left."""
+    async def post(self, reports: list[tuple[str, dict[str, Any], bytes]]) -> list[str]:
+        """An engine's epoch: each member's metrics and checkpoint; returns the members that have left.
+
+        Returns once every member has taken its previous report (Tune continued it past the one before), so the
+        engine runs at most one epoch ahead of its trials and a trial Tune stopped leaves within two epochs. A
+        member that has not taken it within LAG_WAIT_S (its trial stopped, its thread held by an actor Tune keeps
+        for reuse) is not waited for again."""
         for trial_id, metrics, checkpoint in reports:
             box = self.boxes.get(trial_id)
             if box is not None:
                 box.put({"metrics": metrics, "checkpoint": checkpoint})
+        deadline = time.monotonic() + LAG_WAIT_S
+        while True:
+            behind = [t for t, _, _ in reports
+                      if t not in self.slow and t in self.boxes and len(self.boxes[t].items) > 1]
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                self.slow.update(behind)
+                break
+            await asyncio.sleep(0.05)
         return [trial_id for trial_id, _, _ in reports if trial_id in self.left]
 
 
