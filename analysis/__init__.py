@@ -7,6 +7,7 @@
 
 The names below are the public surface; the modules hold the rest (`analysis.inference` for the
 design-pooled t test, `analysis.verdicts` for the verdict rules and their calibration, `analysis.power`,
+`analysis.sequential` for verdicts after each wave of an adaptive study,
 `analysis.comparisons.group_trials`, ...). Attributes load on first use (PEP 562), so
 `python -m analysis --bad-flag` answers before pandas, torch and matplotlib are imported.
 """
@@ -26,6 +27,8 @@ __all__ = [
     "plot_level_curves", "plot_level_effects", "plot_asha_rungs", "plot_overfitting", "plot_importance",
     # best trial and report
     "evaluate_best", "write_report",
+    # adaptive replication: verdicts after each wave of seeds
+    "Spending", "Look", "look",
 ]
 
 _HOME = {
@@ -39,6 +42,7 @@ _HOME = {
     "plot_level_curves": "figures", "plot_level_effects": "figures", "plot_asha_rungs": "figures",
     "plot_overfitting": "figures", "plot_importance": "figures",
     "evaluate_best": "best", "write_report": "report",
+    "Spending": "sequential", "Look": "sequential", "look": "sequential",
 }
 
 __getattr__, __dir__ = lazy_attributes(__name__, _HOME)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from search_spaces import best_index
+
 from .load import Experiment
 
 __all__ = ["BestTrial", "best_trial", "evaluate_best", "config_changes", "retrain_command", "export_model"]
@@ -36,12 +38,10 @@ class BestTrial:
 def best_trial(experiment: Experiment, *, metric: str | None = None) -> pd.Series:
     """The trial with the best value of `metric` at any epoch it trained (the space's metric and mode)."""
     metric = metric or experiment.metric
-    higher = experiment.record.mode_of(metric) == "max"
     scores = experiment.trials[f"best_{metric}"].astype(float)
     if scores.isna().all():
         raise ValueError(f"no trial has a finite {metric}")
-    index = scores.idxmax() if higher else scores.idxmin()
-    return experiment.trials.loc[index]
+    return experiment.trials.loc[best_index(scores, experiment.record.mode_of(metric))]
 
 
 def config_changes(experiment: Experiment, config: dict[str, Any]) -> dict[str, Any]:

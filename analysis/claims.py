@@ -11,7 +11,6 @@ supported, reversed, equivalent, not resolved or not tested. A file names what i
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +24,10 @@ from search_spaces import BUDGETS, METRICS, TRAIN_KEYS, level_key, level_label
 
 from .comparisons import compare, group_trials, left_out, level_column
 from .display import scale
-from .inference import ALPHA, DEFAULT_MARGIN
+from .inference import ALPHA, DEFAULT_MARGIN, RELATIONS
 from .load import Experiment
 from .verdicts import (NOT_TESTED, ROW_COLUMNS, ClaimOrder, ClaimVerdict, Judgement, PairVerdict, claim_rows,
-                       headline_counts, judge)
+                       headline_counts, judge, split_chain)
 
 __all__ = ["Claim", "ClaimSet", "ClaimsError", "Verdict", "ClaimsCheck", "NOT_APPLICABLE", "CSV_COLUMNS",
            "load_claims", "check_claims", "verdicts_table", "default_claims_file", "CLAIMS_DIR"]
@@ -38,8 +37,6 @@ NOT_APPLICABLE = "not applicable"  # the file speaks about other data (or anothe
 _CLAIM_KEYS = ("source", "statement", "reported", "where", "id", "margin")
 _TOP_KEYS = ("space", "metric", "margin", "about", "claims")
 _ABOUT_KEYS = ("dataset", "model", "budget")
-_RELATIONS = (">", "<", "~")  # in a claims file: better than, worse than, about equal (within the margin)
-_SPLIT = re.compile(r"\s+([<>~])\s+")
 # claims.csv: the file's identity and what each verdict rests on, then analysis.verdicts' per-pair columns.
 CSV_COLUMNS = ("file", "id", "source", "dataset", "budget", "model", "seeds", "early", *ROW_COLUMNS)
 
@@ -274,7 +271,7 @@ def _parse_claim(item: Any, index: int, file: str) -> Claim:
 def _chain(value: Any, where: str) -> tuple[list, tuple[str, ...]]:
     """The levels and relations of `3 > 7`, `[3, 7]` (best first) or `[a, "~", b, ">", c]`."""
     if isinstance(value, str):
-        parts = _SPLIT.split(value.strip())
+        parts = split_chain(value)
         if len(parts) < 3:
             raise ClaimsError(f"{where}: expected levels joined by >, < or ~ with spaces around them (e.g. "
                               f"'3 > 7'), got {value!r}")
@@ -285,7 +282,7 @@ def _chain(value: Any, where: str) -> tuple[list, tuple[str, ...]]:
         return levels, tuple(parts[1::2])
     if not isinstance(value, list) or len(value) < 2:
         raise ClaimsError(f"{where}: expected two or more levels: a list, best first, or 'a > b ~ c'")
-    tokens = [isinstance(v, str) and v in _RELATIONS for v in value]
+    tokens = [isinstance(v, str) and v in RELATIONS for v in value]
     if not any(tokens):
         return value, (">",) * (len(value) - 1)
     if len(value) % 2 == 0 or tokens[0::2] != [False] * len(value[0::2]) or not all(tokens[1::2]):

@@ -21,7 +21,8 @@ from .curves import critical_epochs, level_curves
 from .display import metric_label, scale
 from .load import Experiment
 
-__all__ = ["plot_level_curves", "plot_level_effects", "plot_asha_rungs", "plot_overfitting", "plot_importance"]
+__all__ = ["plot_level_curves", "plot_level_effects", "plot_asha_rungs", "plot_overfitting", "plot_importance",
+           "plot_looks"]
 
 
 def _epoch_axis(ax) -> None:
@@ -143,4 +144,26 @@ def plot_importance(importance: pd.DataFrame, path: str | os.PathLike | None = N
     ax.set_title(title or "parameter importance", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3, axis="x")
+    return _finish(fig, path)
+
+
+def plot_looks(looks: list[dict], path: str | os.PathLike | None = None):
+    """Adaptive replication: each claim pair's interval (points) at each look it was tested, narrowing as seeds
+    are added; `looks` as the runner's ledger keeps them (analysis.adaptive.WaveLook.to_json)."""
+    rows = pd.DataFrame([r for look in looks for r in look["rows"]])
+    pairs = list(dict.fromkeys(rows["pair"])) if len(rows) else []
+    fig = Figure(figsize=(7, 0.45 * max(3, len(pairs)) + 1))
+    ax = fig.add_subplot()
+    waves = sorted(rows["look"].unique()) if len(rows) else []
+    for j, wave in enumerate(waves):
+        shown = rows[(rows["look"] == wave) & rows["low"].notna()]
+        y = [pairs.index(p) + (j - (len(waves) - 1) / 2) * 0.8 / max(1, len(waves)) for p in shown["pair"]]
+        ax.errorbar(shown["diff"], y, xerr=[shown["diff"] - shown["low"], shown["high"] - shown["diff"]], fmt="o",
+                    capsize=3, label=f"look {wave}")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(pairs)), pairs)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference (points), interval at the look's level")
+    if waves:
+        ax.legend(fontsize="small")
     return _finish(fig, path)

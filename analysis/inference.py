@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 __all__ = ["ALPHA", "DEFAULT_MARGIN", "RELATIONS", "PooledSD", "PairTest", "pool_sd", "compare_pair", "holm",
-           "check_alpha", "check_margin"]
+           "check_alpha", "check_fraction", "check_margin"]
 
 ALPHA = 0.05  # family-wise error rate of a claims file
 # Equivalence margin (points) for `a ~ b`: the same 2 points the claim spaces are sized to detect
@@ -108,10 +108,15 @@ class PairTest:
         return f"{_label(self.a)} {self.relation} {_label(self.b)}"
 
 
+def check_fraction(name: str, value: float) -> float:
+    """`value` (a level such as alpha, or a power) as a float strictly between 0 and 1, or ValueError."""
+    if not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
 def check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    return float(alpha)
+    return check_fraction("alpha", alpha)
 
 
 def check_margin(margin: float) -> float:

@@ -3,7 +3,10 @@
 The folder may be a local path or any pyarrow filesystem URI (file://, s3://, gs://, ...). Only files
 are trusted, never folder names: the experiment record (`cnnsearch.json`, `search_spaces.ExperimentRecord`)
 says what the study was, each trial folder's `params.json` what the trial ran and `result.json` (one
-JSON line per epoch) what it measured.
+JSON line per epoch) what it measured. A Tune trial is a design point with its seeds: each seed's record
+(`TRIAL/seed-N/`: params.json, result.json, checkpoints) is read as a trial of its own, and the runner's
+ledger (`groups.json`) says how each Tune trial ended. Folders of an earlier layout (a trial per seed) read
+as they always did.
 """
 from __future__ import annotations
 
@@ -21,11 +24,14 @@ from pyarrow import fs as pafs
 from cnnsearch.cli import redact
 from search_spaces import (
     CHECKPOINT_FILE,
+    LEDGER_FILE,
     METRICS,
     STATE_FILE,
     ExperimentRecord,
     Factor,
+    Ledger,
     RecordError,
+    best_of,
     level_key,
     locate_folder,
     trial_config,
@@ -41,6 +47,8 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr"
 _TUNE_STATUS = {"TERMINATED": "stopped", "PAUSED": "stopped", "ERROR": "error", "RUNNING": "unfinished",
                 "PENDING": "unfinished"}
 _TRIAL_FILES = ("params.json", "result.json", "progress.csv")
+# The ledger's end of a Tune trial -> a seed's status, for seeds without a final row.
+_LEDGER_STATUS = {"terminated": "stopped", "error": "error", "running": "unfinished", "planned": "unfinished"}
 
 
 class ExperimentError(ValueError):
@@ -151,19 +159,14 @@ def load_experiment(path: str | os.PathLike) -> Experiment:
         raise ExperimentError(f"{text}: {exc}") from None
 
     tune_status = _tune_statuses(filesystem, root)
+    ledger = _ledger(filesystem, root)
     trial_rows, epoch_rows, skipped, configs = [], [], [], {}
-    entries = filesystem.get_file_info(pafs.FileSelector(root, recursive=False))
-    for entry in sorted((e for e in entries if e.type == pafs.FileType.Directory), key=lambda e: e.base_name):
-        if entry.base_name.startswith("."):
-            continue
-        files = {f.base_name: f for f in filesystem.get_file_info(pafs.FileSelector(entry.path, recursive=False))}
-        if not any(name in files for name in _TRIAL_FILES):
-            continue  # not a trial folder (e.g. an analysis output folder)
+    for name, path, files, status in _trial_folders(filesystem, root, tune_status, ledger):
         try:
-            trial, rows, config = _read_trial(filesystem, entry.path, files, record, tune_status)
+            trial, rows, config = _read_trial(filesystem, path, files, record, status, name)
         except _BrokenTrial as exc:
-            skipped.append(f"{entry.base_name}: {exc}")
-            warnings.warn(f"skipping trial folder {entry.base_name}: {exc}", SkippedTrialWarning, stacklevel=2)
+            skipped.append(f"{name}: {exc}")
+            warnings.warn(f"skipping trial folder {name}: {exc}", SkippedTrialWarning, stacklevel=2)
             continue
         trial_rows.append(trial)
         epoch_rows.extend(rows)
@@ -201,12 +204,49 @@ def _tune_statuses(filesystem: pafs.FileSystem, root: str) -> dict[str, str]:
         return {}
 
 
+def _ledger(filesystem: pafs.FileSystem, root: str) -> dict[str, str]:
+    """Tune trial folder -> how it ended, from the runner's ledger; empty without one (an older layout)."""
+    try:
+        return {name: group["status"] for name, group in Ledger.read(filesystem, root).groups.items()}
+    except RecordError as exc:
+        warnings.warn(f"{exc}; trial ends come from their rows", SkippedTrialWarning, stacklevel=3)
+        return {}
+
+
+def _trial_folders(filesystem: pafs.FileSystem, root: str, tune_status: dict[str, str], ledger: dict[str, str]):
+    """(name, path, files, statuses) of every trial: each seed folder of a Tune trial (named TRIAL/seed-N), or
+    a Tune trial folder of the older layout. `statuses`: trial id -> Tune's status or the ledger's."""
+    def listing(path: str) -> list:
+        return filesystem.get_file_info(pafs.FileSelector(path, recursive=False))
+
+    for entry in sorted((e for e in listing(root) if e.type == pafs.FileType.Directory), key=lambda e: e.base_name):
+        if entry.base_name.startswith("."):
+            continue
+        inside = listing(entry.path)
+        seeds = sorted((e for e in inside if e.type == pafs.FileType.Directory and e.base_name.startswith("seed-")),
+                       key=lambda e: e.base_name)
+        if seeds:
+            end = _LEDGER_STATUS.get(ledger.get(entry.base_name, ""), "unfinished")
+            for seed in seeds:
+                name = f"{entry.base_name}/{seed.base_name}"
+                yield name, seed.path, {f.base_name: f for f in listing(seed.path)}, {_trial_id(name): end}
+            continue
+        files = {f.base_name: f for f in inside}
+        if any(name in files for name in _TRIAL_FILES):  # else not a trial folder (e.g. an analysis output)
+            yield entry.base_name, entry.path, files, {k: _TUNE_STATUS.get(v, "unfinished") for k, v in tune_status.items()}
+
+
+def _trial_id(name: str) -> str:
+    """A seed's trial id: its Tune trial's folder and seed, as one name fit for a file name."""
+    return name.replace("/seed-", "_seed")
+
+
 class _BrokenTrial(Exception):
     pass
 
 
-def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, tune_status: dict[str, str]):
-    name = folder.rstrip("/").rsplit("/", 1)[-1]
+def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, statuses: dict[str, str],
+                name: str):
     if "params.json" not in files:
         raise _BrokenTrial("no params.json")
     try:
@@ -232,14 +272,14 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
     by_epoch = {int(r["epoch"]): r for r in rows}  # a restored trial may re-report an epoch: keep the last
     rows = [by_epoch[e] for e in sorted(by_epoch)]
 
-    trial_id = str(rows[-1].get("trial_id") or name)
+    trial_id = str(rows[-1].get("trial_id") or _trial_id(name))
     last = rows[-1]
     epochs, planned = len(rows), int(config.get("epochs", record.epochs))
     status = str(last.get("status", "running"))
     if status not in ("completed", "diverged"):
-        # Tune's own state first: a trial restored after a failure keeps its old error.txt.
-        if trial_id in tune_status:
-            status = _TUNE_STATUS.get(tune_status[trial_id], "unfinished")
+        # Tune's (or the ledger's) end of the trial first: a trial restored after a failure keeps its old error.txt.
+        if trial_id in statuses:
+            status = statuses[trial_id]
         elif "error.txt" in files:
             status = "error"
         else:  # no state from Tune (a copied folder): a trial ended early was stopped if the scheduler stops any
@@ -255,7 +295,7 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
     trial.update(_factor_values(config, record))
     metric = record.metric
     scored = [r for r in rows if _finite(r.get(metric))]
-    best = (max if record.mode == "max" else min)(scored, key=lambda r: r[metric]) if scored else None
+    best = best_of(scored, record.mode, key=lambda r: r[metric]) if scored else None
     trial.update({
         "status": status,
         # From the status, whatever the scheduler: Tune ended it (TERMINATED) before its last epoch.
@@ -265,7 +305,7 @@ def _read_trial(filesystem, folder: str, files: dict, record: ExperimentRecord, 
     })
     for m, mode in METRICS.items():
         values = [r[m] for r in rows if _finite(r.get(m))]
-        trial[f"best_{m}"] = (max if mode == "max" else min)(values) if values else float("nan")
+        trial[f"best_{m}"] = best_of(values, mode) if values else float("nan")
         trial[f"last_{m}"] = last.get(m, float("nan"))
     # Of epochs tied at the best value Tune keeps the latest's checkpoint: any of them will do.
     tied = [_checkpoint_of(filesystem, files, r) for r in scored if r[metric] == best[metric]] if best else []

@@ -15,7 +15,7 @@ import math
 
 from scipy import optimize, special, stats
 
-from .inference import ALPHA, check_alpha
+from .inference import ALPHA, check_alpha, check_fraction
 
 __all__ = ["POWER", "pair_power", "detectable_effect", "seeds_needed"]
 
@@ -39,12 +39,6 @@ def _design(sd: float, points: int, seeds: int, base_seeds: int | None, family: 
     return se, df, float(special.stdtrit(df, 1 - alpha / (2 * family)))
 
 
-def _check_power(power: float) -> float:
-    if not isinstance(power, (int, float)) or not 0 < power < 1:
-        raise ValueError(f"power must be in (0, 1), got {power!r}")
-    return float(power)
-
-
 def pair_power(effect: float, sd: float, *, points: int, seeds: int, base_seeds: int | None = None, family: int = 1,
                alpha: float = ALPHA) -> float:
     """Probability that a true difference of `effect` points between a point and the base is called
@@ -57,7 +51,7 @@ def pair_power(effect: float, sd: float, *, points: int, seeds: int, base_seeds:
 def detectable_effect(sd: float, *, points: int, seeds: int, base_seeds: int | None = None, family: int = 1,
                       alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true difference (points) found with probability `power` (arguments as `pair_power`)."""
-    power = _check_power(power)
+    power = check_fraction("power", power)
     se, df, critical = _design(sd, points, seeds, base_seeds, family, alpha)
     upper = critical + 10.0
     while stats.nct.sf(critical, df, upper) < power:  # heavy tails at small df need a far noncentrality
@@ -72,7 +66,7 @@ def seeds_needed(effect: float, sd: float, *, points: int, base_extra: int = 0, 
     points with probability `power`. Raises ValueError when `max_seeds` are not enough or effect <= 0."""
     if not isinstance(effect, (int, float)) or not effect > 0:
         raise ValueError(f"effect must be a positive number of points, got {effect!r}")
-    power = _check_power(power)
+    power = check_fraction("power", power)
     for seeds in range(2, max_seeds + 1):
         if pair_power(effect, sd, points=points, seeds=seeds, base_seeds=seeds + base_extra, family=family,
                       alpha=alpha) >= power:

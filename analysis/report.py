@@ -19,7 +19,8 @@ from .comparisons import design_values, left_out, level_effects, usable_trials
 from .costs import cost
 from .curves import critical_epochs
 from .display import changes, dataset_name, num, scale
-from .figures import plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_overfitting
+from .figures import (plot_asha_rungs, plot_importance, plot_level_curves, plot_level_effects, plot_looks,
+                      plot_overfitting)
 from .inference import pool_sd
 from .load import Experiment
 from .power import POWER, detectable_effect, seeds_needed
@@ -52,6 +53,7 @@ def write_report(experiment: Experiment, out: str | Path, *, claims: ClaimSet | 
     lines = [f"# `{record.space}` on {dataset_name(experiment.dataset)} (budget {record.budget or '?'}, "
              f"{record.scheduler_entry.title})", "",
              _summary(experiment), ""]
+    lines += _adaptive_section(experiment, figures)
     lines += _claims_section(checked, claim_set, experiment)
     lines += _noise_section(experiment, checked)
     for factor in experiment.varied():
@@ -128,6 +130,33 @@ def _summary(experiment: Experiment) -> str:
                  "; ".join(f"`{r.label}` seed {r.seed} ({r.status} after {r.epochs} of {r.max_epochs} epochs)"
                            for r in dropped.itertuples()) + ". The other trials are compared as if these had not run.")
     return text
+
+
+def _adaptive_section(experiment: Experiment, figures: Path) -> list[str]:
+    """With --until-decided: the looks the runner took at the claims (its ledger), wave by wave."""
+    from search_spaces import Ledger, RecordError
+
+    try:
+        looks = Ledger.read(experiment.filesystem, experiment.root).looks if experiment.filesystem else []
+    except RecordError:
+        looks = []
+    if not looks:
+        return []
+    plot_looks(looks, figures / "looks.png")
+    claims = list(dict.fromkeys(r["claim"] for look in looks for r in look["rows"]))
+    table = pd.DataFrame({"claim": claims, **{
+        f"look {look['wave']} (level {look['level']:.4f})": [
+            next((f"{r['state']}, {r['verdict']}" for r in look["rows"] if r["claim"] == c), "") for c in claims]
+        for look in looks}})
+    last = looks[-1]
+    return ["## Adaptive replication", "",
+            f"This study added seeds wave by wave (`--until-decided`): after each wave the claims were judged at that "
+            f"look's own level (alpha spending over the looks, so the chance of any false call in the study stays at "
+            f"most 5%; analysis/sequential.py), and only the points of undecided claims got more seeds. These are the "
+            f"study's verdicts; the sections below pool every seed at the full level, which repeated looks do not "
+            f"allow, so read them as description. It stopped after look {last['wave']}: "
+            f"{last['stop'] or 'interrupted before its next look'}.", ""] + _md_table(table) + [
+            "", "![each claim pair's interval at each look](figures/looks.png)", ""]
 
 
 def _claims_section(checked: ClaimsCheck | None, claim_set: ClaimSet | None, experiment: Experiment) -> list[str]:

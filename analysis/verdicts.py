@@ -62,7 +62,7 @@ from .inference import (ALPHA, DEFAULT_MARGIN, RELATIONS, PairTest, check_alpha,
 
 __all__ = ["SUPPORTED", "REVERSED", "EQUIVALENT", "NOT_RESOLVED", "NOT_TESTED", "VERDICTS", "MIN_SEEDS", "CORRECTION",
            "ROW_COLUMNS", "ClaimOrder", "PairVerdict", "ClaimVerdict", "Judgement", "judge", "judge_design",
-           "headline_counts", "claim_rows"]
+           "headline_counts", "claim_rows", "split_chain"]
 
 SUPPORTED = "supported"        # every claimed order shown (and every claimed tie)
 REVERSED = "reversed"          # some pair shown the other way round
@@ -74,6 +74,11 @@ MIN_SEEDS = 3  # fewer seeds on a point of the claim: exploratory (see the modul
 CORRECTION = "holm"
 
 _SPLIT = re.compile(r"\s+([<>~])\s+")  # relations stand between spaces: level names may hold '<', '=' or ','
+
+
+def split_chain(text: str) -> list[str]:
+    """`"a > b ~ c"` as `["a", ">", "b", "~", "c"]`: levels at even places, relations between them."""
+    return _SPLIT.split(text.strip())
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class ClaimOrder:
     @classmethod
     def parse(cls, text: str, *, name: str | None = None, margin: float | None = None) -> ClaimOrder:
         """`"a > b ~ c"` (relations between spaces) as a ClaimOrder; `name` defaults to the text."""
-        parts = _SPLIT.split(text.strip())
+        parts = split_chain(text)
         return cls(name if name is not None else text.strip(), tuple(parts[0::2]), tuple(parts[1::2]), margin)
 
     @property

@@ -35,7 +35,7 @@ def shapes(budget: str = "cpu") -> list[dict]:
     """The distinct speed-relevant shapes the shipped spaces train at `budget`."""
     seen, out = set(), []
     for name in list_spaces():
-        for configs in _trial_configs(Plan(load_space(name), budget)):
+        for configs, _ in _trial_configs(Plan(load_space(name), budget)):
             for config in configs:
                 shape = speed_shape(config)
                 key = json.dumps(shape, sort_keys=True)

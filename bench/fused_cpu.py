@@ -1,22 +1,32 @@
 """Trials fused into one network (`cnnsearch.fused.fit_seeds`) against the same seeds trained alone, on the CPU.
 
-    python bench/fused_cpu.py [--data-dir DIR]
+    python bench/fused_cpu.py [--data-dir DIR] [--only agreement|throughput] [--rounds 2] [--threads 2]
 
-For each recipe: the largest |difference| of the per-epoch train and validation losses (2 epochs, seeds 0-2)
-between the fused run and `fit` per seed, beside the same figure for `fit` with 1 thread against 2 threads:
-the rounding noise any change of kernels gives. Also the wall time of the fused run and of the three lone
-runs. Not a test: figures go to bench/RESULTS.md.
+agreement: for each recipe, the largest |difference| of the per-epoch train and validation losses (2 epochs,
+seeds 0-2) between the fused run and `fit` per seed, beside the same figure for `fit` with 1 thread against 2
+threads: the rounding noise any change of kernels gives. Also the wall time of the fused run and of the three
+lone runs.
+
+throughput: training images/s of one seed alone (`fit`) against 2 and 4 seeds as one group, fused and
+sequential (`fit_group`), on the ablation space's cpu-budget network (width-0.25 ResNet-18, batch 128, Adam),
+2,000 training images, 1 epoch. A group's figure is the sum of its members' `images_per_s` (each member's share
+of the group's training time, validation excluded), so it compares with the lone run's directly. Cells run in
+interleaved rounds, so the machine's noise hits each alike; the median over rounds is shown.
+
+Not a test: figures go to bench/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 
 import torch
 
 from cnnsearch.config import TrainConfig
 from cnnsearch.data import load_dataset
-from cnnsearch.engine import fit
+from cnnsearch.engine import fit, fit_group
 from cnnsearch.fused import fit_seeds
 
 SEEDS = (0, 1, 2)
@@ -37,11 +47,55 @@ def gap(a, b) -> float:
                for k in ("train_loss", "val_loss"))
 
 
+# The ablation space's cpu budget (search_spaces/ablation.yaml) with 200 images per class: 2,000 per epoch.
+THROUGHPUT_RECIPE = dict(model="resnet18", width=0.25, batch_size=128, optimizer="adam", lr=1e-3,
+                         lr_schedule="exponential", lr_decay=0.9, train_subset=200, val_size=500, epochs=1,
+                         dropout=0.0, dataset="cifar10", device="cpu")
+# (label, seeds, fused): None trains the one seed with `fit`.
+CELLS = (("1 seed alone (fit)", 1, None), ("2 seeds fused", 2, True), ("2 seeds sequential", 2, False),
+         ("4 seeds fused", 4, True), ("4 seeds sequential", 4, False))
+
+
+def throughput(data, rounds: int) -> None:
+    config = TrainConfig(**THROUGHPUT_RECIPE)
+    print(f"\nthroughput: {config.model} width {config.width}, batch {config.batch_size}, "
+          f"{config.train_subset * data.num_classes} training images, 1 epoch, {torch.get_num_threads()} threads, "
+          f"{rounds} interleaved rounds; load average before {os.getloadavg()[0]:.2f}", flush=True)
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in CELLS}
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in CELLS}
+    for _ in range(rounds):
+        for label, seeds, fused in CELLS:
+            configs = [config.replace(seed=seed) for seed in range(seeds)]
+            start = time.perf_counter()
+            results = [fit(configs[0], data)] if fused is None else fit_group(configs, data, fused=fused)
+            walls[label].append(time.perf_counter() - start)
+            rates[label].append(sum(r.history[0]["images_per_s"] for r in results))
+    alone = statistics.median(rates[CELLS[0][0]])
+    print("| | training images/s (median) | rounds | vs 1 seed alone | wall s per round (median) |")
+    print("|---|---:|---|---:|---:|")
+    for label, _, _ in CELLS:
+        rate = statistics.median(rates[label])
+        print(f"| {label} | {rate:,.0f} | {', '.join(f'{r:,.0f}' for r in rates[label])} | {rate / alone:.2f}x "
+              f"| {statistics.median(walls[label]):.1f} |", flush=True)
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir")
+    p.add_argument("--only", choices=("agreement", "throughput"))
+    p.add_argument("--rounds", type=int, default=2, help="throughput: interleaved rounds of every cell")
+    p.add_argument("--threads", type=int, default=2, help="throughput: torch threads")
     args = p.parse_args()
     data = load_dataset("cifar10", data_dir=args.data_dir, download=False, progress=False)
+    if args.only != "agreement":
+        torch.set_num_threads(args.threads)
+        throughput(data, args.rounds)
+    if args.only != "throughput":
+        agreement(data)
+
+
+def agreement(data) -> None:
     print(f"torch {torch.__version__}; seeds {SEEDS}, 2 epochs, 200 validation images")
     print("| recipe | fused vs alone | alone, 1 vs 2 threads | fused s | alone s (3 runs) |")
     print("|---|---:|---:|---:|---:|")

@@ -32,7 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/gpu.py` from a checkout that is not installed
-from tune.mps import mps_daemon  # noqa: E402  (imports no Ray)
+from tune.cluster import mps_daemon  # noqa: E402  (imports no Ray)
 SHARERS = 4
 
 

@@ -5,8 +5,8 @@
 #   bash .devkit/run.sh bash bench/gpu_check.sh claims SPACE   # SPACE at budget full (--mps), for issue 11's
 #       full-scale reproduction; a run longer than LIMIT (540 s, under the device's 10-minute call) stops with
 #       Ctrl-C's exit 130 and the same command in the next call (within 30 s, while /root is kept) resumes it
-#   bash .devkit/run.sh bash bench/gpu_check.sh claims SPACE fused   # the same with --fuse 4 (tune/fusion.py): each
-#       network's trials that share the GPU train as one stacked network; its own folder SPACE-full-fused
+#   bash .devkit/run.sh bash bench/gpu_check.sh claims SPACE MODE   # MODE: fused (--fuse on, a trial's seeds as one
+#       stacked network), sequential (--fuse off) or adaptive (--until-decided); its own folder SPACE-full-MODE
 #   bash .devkit/run.sh bash bench/gpu_check.sh seeds    # report A's ResNet-18 (batch 64, 30 epochs), 5 seeds fused
 #       in one process (cnnsearch.train --seeds): the wall time of a decisive 5-seed run of one recipe
 # "today" is the engine before the fast path, carried as .baseline/cnnsearch (git archive 7d9b293 cnnsearch).
@@ -42,7 +42,12 @@ case "${1:-table}" in
     ;;
   claims)
     space=${2:-ablation}; name=$space-full
-    fuse=(); [ "${3:-}" = fused ] && fuse=(--fuse 4) && name=$name-fused
+    fuse=()
+    case "${3:-}" in
+      fused) fuse=(--fuse on) ;; sequential) fuse=(--fuse off) ;; adaptive) fuse=(--until-decided) ;; "") ;;
+      *) echo "claims SPACE [fused|sequential|adaptive]" >&2; exit 2 ;;
+    esac
+    [ -n "${3:-}" ] && name=$name-$3
     mkdir -p "$RUNS"
     resume=(); [ -d "$RUNS/$name" ] && resume=(--resume)
     mps=(--mps); [ "${MPS:-1}" = 0 ] && mps=()  # BUDGET=smoke MPS=0 RUNS=DIR: the same steps on a CPU

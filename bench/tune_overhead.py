@@ -21,7 +21,7 @@ from ray import tune as ray_tune
 from cnnsearch.config import TrainConfig
 from cnnsearch.data import load_dataset
 from cnnsearch.engine import fit
-from tune.trainable import train_trial
+from tune.trainable import train_group
 
 
 class StartTimes(ray_tune.Callback):
@@ -58,11 +58,14 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     callback = StartTimes()
-    tuner = ray_tune.Tuner(
-        ray_tune.with_resources(ray_tune.with_parameters(train_trial, data=data), {"cpu": 2}),
-        param_space={**params, "seed": ray_tune.grid_search(list(range(args.trials)))},
+    name = f"overhead-{int(time.time())}"
+    del params["seed"]
+    tuner = ray_tune.Tuner(  # a trial per seed: each trial trains one seed, as the direct run does
+        ray_tune.with_resources(ray_tune.with_parameters(train_group, data=data, storage=args.storage, name=name),
+                                {"cpu": 2}),
+        param_space={**params, "seeds": ray_tune.grid_search([[s] for s in range(args.trials)])},
         tune_config=ray_tune.TuneConfig(metric="val_acc", mode="max", max_concurrent_trials=1, reuse_actors=True),
-        run_config=ray_tune.RunConfig(name=f"overhead-{int(time.time())}", storage_path=args.storage,
+        run_config=ray_tune.RunConfig(name=name, storage_path=args.storage,
                                       callbacks=[callback], verbose=0),
     )
     results = tuner.fit()

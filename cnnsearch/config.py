@@ -2,8 +2,9 @@
 
 Every run, whether from the CLI, a test or a Ray Tune trial, is described by a `TrainConfig`.
 Ray's config dict is converted once, with `TrainConfig.from_dict`, which rejects unknown keys.
-The model part is checked against the data set's geometry (`cnnsearch.data.sources.geometry`) by
-building the network on the meta device, once per distinct (model, options, geometry).
+The model part is checked against the data set's geometry (`cnnsearch.data.sources.geometry`) by the
+model registry (`cnnsearch.models.count_parameters`), once per distinct (model, options, geometry). The
+models never import this module, so importing it loads neither them nor torch.
 """
 from __future__ import annotations
 
@@ -146,30 +147,27 @@ _MODEL_ERRORS: dict[str, str | None] = {}  # repr((model, options, geometry)) ->
 def _model_error(model: Any, options: dict[str, Any], shape: Any) -> str | None:
     """None if `model` with `options` builds for images of `shape`, else the one-line complaint.
 
-    A build on the meta device allocates nothing but takes 9 ms for resnet18 and 114 ms for
-    densenet264, so each distinct network is built once per process; every construction and
-    `.replace()` after that is a lookup. repr keys the cache: it tells True from 1 and 1 from 1.0,
+    The registry builds the network on the meta device to count its parameters; that takes up to a
+    tenth of a second, so each distinct network is asked about once per process; every construction
+    and `.replace()` after that is a lookup. repr keys the cache: it tells True from 1 and 1 from 1.0,
     as the checks do."""
     key = repr((model, options, tuple(shape)))
     if key not in _MODEL_ERRORS:
-        import torch
-
-        from .models import build_model
+        from .models import count_parameters  # deferred: the models import torch
 
         if len(_MODEL_ERRORS) >= 4096:  # a long sampled search: keep memory bounded
             _MODEL_ERRORS.clear()
         try:
-            with torch.device("meta"):
-                net = build_model(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
-                                  image_size=shape.image_size, **options)
-            size = sum(p.numel() for p in net.parameters())
-            _MODEL_ERRORS[key] = None if size <= MAX_PARAMETERS else (
-                f"{model} with {options} has {size:.3g} parameters; at most {MAX_PARAMETERS:.0e} train on one device "
-                "(is the width too large?)")
+            size = count_parameters(model, num_classes=shape.num_classes, in_channels=shape.in_channels,
+                                    image_size=shape.image_size, **options)
         except (ValueError, TypeError) as exc:
             _MODEL_ERRORS[key] = str(exc)
         except RuntimeError as exc:  # torch: a tensor too large to describe, e.g. from a huge width
             _MODEL_ERRORS[key] = f"{model} with {options} cannot be built ({' '.join(str(exc).split())[:120]})"
+        else:
+            _MODEL_ERRORS[key] = None if size <= MAX_PARAMETERS else (
+                f"{model} with {options} has {size:.3g} parameters; at most {MAX_PARAMETERS:.0e} train on one device "
+                "(is the width too large?)")
     return _MODEL_ERRORS[key]
 
 

@@ -1,17 +1,24 @@
-"""The training engine: `fit` trains a `TrainConfig` on a `Dataset`, `evaluate` scores a model on a split.
+"""The training engine: `fit` trains a `TrainConfig` on a `Dataset`, `fit_group` several as one group (fused into
+one stacked network, or one after another within each epoch), `evaluate` scores a model on a split.
 
 Runs without Ray. The whole data set lives on the training device as uint8 tensors and is augmented
 there in batches (see `cnnsearch.data`), so the loop has no per-image Python and no worker processes.
+
+One epoch loop (`train_units`) serves both: it trains units (a `Run`: one model; cnnsearch.fused's `FusedRuns`:
+one stacked network), builds every history row and applies the one rule for a diverged member. What
+cnnsearch.fused builds on is the section "The interface cnnsearch.fused builds on" below.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +33,7 @@ from .steps import (EagerStep, GraphedStep, autocast, portable_optimizer_state, 
 
 __all__ = [
     "ImageClassifier", "FitResult", "EvalResult", "EpochState", "Execution",
-    "fit", "evaluate", "resolve_device", "build_classifier", "save_checkpoint", "load_checkpoint",
+    "fit", "fit_group", "evaluate", "resolve_device", "build_classifier", "save_checkpoint", "load_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -128,7 +135,7 @@ def build_classifier(config: TrainConfig, dataset: Dataset) -> ImageClassifier:
     return ImageClassifier(net, dataset.mean, dataset.std)
 
 
-def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     wd = config.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=wd)
@@ -154,6 +161,14 @@ def evaluate(model: nn.Module, split: ImageSplit, *, batch_size: int = 1024, bf1
     model's device). Restores the model's train/eval mode afterwards."""
     return _evaluate(model, split, batch_size=batch_size, bf16=bf16, channels_last=channels_last,
                      num_classes=num_classes)[0]
+
+
+def evaluate_members(model: nn.Module, split: ImageSplit, *, members: int, batch_size: int, bf16: bool = False,
+                     channels_last: bool = False, num_classes: int | None = None) -> list[EvalResult]:
+    """`evaluate` of M stacked networks (cnnsearch.fused: logits (M, B, K), every member sees each batch): one
+    result per member."""
+    return _evaluate(model, split, batch_size=batch_size, bf16=bf16, channels_last=channels_last,
+                     num_classes=num_classes, members=members)
 
 
 @torch.no_grad()
@@ -214,120 +229,344 @@ def fit(config: TrainConfig, data: Dataset, *, on_epoch: Callable[[dict[str, Any
         bar; F() gives (sum of losses, correct predictions) over the batches trained so far this epoch
         (it waits for the device: call it now and then, not per batch).
 
-    A NaN or inf loss ends the run with status "diverged" instead of raising.
+    A NaN or inf loss ends the run with status "diverged" instead of raising. torch's global RNGs are the
+    run's own while it trains (seeded from `config.seed`); the caller's are left as they were.
     """
     entered = time.perf_counter()
-    device, run, train, val, augment = _prepare(config, data, device)
-    torch.manual_seed(config.seed)  # model initialisation and dropout masks
-    model = build_classifier(config, data).to(device)
-    if run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = _make_optimizer(config, model.parameters())
-    scheduler = _make_scheduler(config, optimizer)
-    # A generator of our own for shuffling and augmentation, so its state can be saved and restored.
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    history: list[dict[str, float]] = []
-
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-        _check_resumable(config, state)
-        model.load_state_dict(state["model"])
-        history = _restore(state, optimizer, scheduler, generator)
-        _restore_rngs(state, device)
-    lr_tensors = _prepare_step(run, optimizer, device)  # after loading: a checkpoint holds the eager form
-    # Evaluation and odd-sized batches use `model`; only full training batches use the compiled network,
-    # so it sees one shape and one mode and never recompiles between training and evaluation.
-    step_model = torch.compile(model, dynamic=False) if run.compile else model
-    step_class = GraphedStep if run.cuda_graph else EagerStep
-    step = step_class(step_model, optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
-                      channels_last=run.channels_last, batch_size=config.batch_size, eager_model=model)
-
-    def capture() -> dict[str, Any]:
-        return _checkpoint(config, history, model.state_dict(), optimizer, scheduler, generator, device)
-
-    setup_s = time.perf_counter() - entered  # split, copy to device, build: the wait before the first batch
-    status = "completed"
-    for epoch in range(len(history), config.epochs):
-        start = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"])
-        model.train()
-        train_loss, train_acc = _train_epoch(step, train, config, generator, augment, progress=progress)
-        train_time = time.perf_counter() - start
-        val_loss, val_acc = math.nan, 0.0  # what a diverged epoch reports
-        if math.isfinite(train_loss):
-            result = evaluate(model, val, batch_size=config.eval_batch_size, bf16=run.bf16,
-                              channels_last=run.channels_last, num_classes=data.num_classes)
-            val_loss, val_acc = result.loss, result.accuracy
-        scheduler.step()
-        if lr_tensors is not None:
-            _keep_lr_tensors(optimizer, lr_tensors)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            status = "diverged"
-        epoch_status = status if (status == "diverged" or epoch + 1 == config.epochs) else "running"
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                        "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
-                        "epoch_time_s": time.perf_counter() - start, "images_per_s": len(train) / train_time,
-                        "setup_s": setup_s, "status": epoch_status})
-        if on_epoch is not None:
-            on_epoch(dict(history[-1]), EpochState(capture))
-        if status == "diverged":
-            break
-    return FitResult(status=status, history=history, model=model, config=config, device=device, step=step.ran)
+    run = Run(config, data, device, checkpoint=checkpoint)
+    report = None if on_epoch is None else (lambda reports: [on_epoch(metrics, state) for _, metrics, state in reports])
+    train_units([run], on_epoch=report, progress=progress, setup_s=time.perf_counter() - entered)
+    return run.results()[0]
 
 
-def _checkpoint(config: TrainConfig, history: list[dict[str, Any]], model_state: dict[str, torch.Tensor],
-                optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-                device: torch.device) -> dict[str, Any]:
-    """A checkpoint of one run (fit's, or one member of cnnsearch.fused's): everything `_restore` and
-    `_restore_rngs` need to continue exactly."""
-    return {
-        "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": len(history),
-        "model": model_state, "optimizer": portable_optimizer_state(optimizer.state_dict()),
-        "scheduler": portable_scheduler_state(scheduler.state_dict()),
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "history": list(history),
-    }
+def fit_group(configs: Sequence[TrainConfig], data: Dataset, *, fused: bool,
+              on_epoch: Callable[[list[tuple[int, dict[str, Any], EpochState]]], None] | None = None,
+              checkpoints: Sequence[str | os.PathLike | dict[str, Any]] | None = None,
+              device: torch.device | str | None = None, progress: Callable[..., Any] | None = None) -> list[FitResult]:
+    """Train several configs as one group, epoch by epoch; one `FitResult` per config, in order, each what
+    `fit` returns for it.
+
+    fused: True trains them as one stacked network (cnnsearch.fused: they may differ only in
+        `cnnsearch.fused.TRIAL_KEYS`, seed and optimizer; one set of kernels for all, which pays on a GPU;
+        results equal `fit`'s to float rounding). False trains them one after another within each epoch,
+        each with its own model, optimizer, data generator and global-RNG state: they may differ in
+        anything, and each member's metrics and checkpoints are bit for bit those of `fit` of its config.
+    on_epoch(reports): after every epoch, once, with (m, metrics, state) for each member m still training (the
+        metrics and state `fit`'s on_epoch gets; `state.save(path)` writes member m's checkpoint, a `fit`
+        checkpoint). One call for all members, so a caller can save their checkpoints together (the CLI
+        holds Ctrl-C meanwhile): resuming needs every member at the same epoch. Raising from it stops every
+        member.
+    checkpoints: one per config (paths or state dicts, from `fit` or from here), all after the same epoch.
+    progress: as `fit`'s; wraps each epoch of each unit (fused: all members at once, totals their means).
+    A member whose loss turns NaN or inf ends "diverged" and reports no more epochs; the others go on.
+    """
+    entered = time.perf_counter()
+    configs = _check_group(configs)
+    states = read_checkpoints(checkpoints, len(configs))
+    if fused:
+        from .fused import FusedRuns  # cnnsearch.fused builds on this module, so it is imported when asked for
+
+        units: list[Unit] = [FusedRuns(configs, data, device, states=states)]
+    else:
+        splits: dict[tuple, tuple[ImageSplit, ImageSplit]] = {}  # members with the same split share one copy
+        units = [Run(config, data, device, checkpoint=state, splits=splits)
+                 for config, state in zip(configs, states or [None] * len(configs))]
+    train_units(units, on_epoch=on_epoch, progress=progress, setup_s=time.perf_counter() - entered)
+    return [result for unit in units for result in unit.results()]
 
 
-def _restore(state: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator
-             ) -> list[dict[str, Any]]:
-    """Load a checkpoint's optimizer, scheduler and data generator; returns its history (the model's weights
-    and the global RNGs are the caller's: fused members share those)."""
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    return list(state["history"])
+# --- The interface cnnsearch.fused builds on: a run's data, RNGs and bookkeeping, and the epoch loop ----------
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's device, how it executes there, and its data on that device."""
+
+    device: torch.device
+    execution: Execution
+    train: ImageSplit
+    val: ImageSplit
+    augment: Augment | None
+    num_classes: int
+
+    def set_backend_flags(self) -> None:
+        """Set before each epoch: the flags are global and a group's members may want others."""
+        if self.device.type == "cuda":
+            # cuDNN times its convolution algorithms once per shape; a trial runs thousands of steps of one shape.
+            torch.backends.cudnn.benchmark = self.execution.cuda_graph
 
 
-def _restore_rngs(state: dict[str, Any], device: torch.device) -> None:
-    """torch's global RNGs (dropout masks) as a checkpoint saved them."""
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
-
-
-def _prepare(config: TrainConfig, data: Dataset, device: torch.device | str | None
-             ) -> tuple[torch.device, Execution, ImageSplit, ImageSplit, Augment | None]:
-    """(device, execution, train split, validation split, augmentation): the run's device and data on it."""
+def prepare_data(config: TrainConfig, data: Dataset, device: torch.device | str | None,
+                 splits: dict[tuple, tuple[ImageSplit, ImageSplit]] | None = None) -> RunData:
+    """`config`'s device (`device` overrides it) and its train/validation split on it. `splits`: a cache of
+    splits on devices that runs of one group share."""
     device = resolve_device(config.device) if device is None else torch.device(device)
     run = Execution.resolve(config, device)
-    train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
-                                 train_subset=config.train_subset)
+    key = (str(device), config.val_size, config.split_seed, config.train_subset)
+    if splits is None or key not in splits:
+        train, val = split_train_val(data, val_size=config.val_size, seed=config.split_seed,
+                                     train_subset=config.train_subset)
+        split = (train.to(device), val.to(device))
+        if splits is not None:
+            splits[key] = split
+    train, val = split if splits is None else splits[key]
     augment = Augment() if (data.default_augment if config.augment is None else config.augment) else None
-    return device, run, train.to(device), val.to(device), augment
+    return RunData(device, run, train, val, augment, data.num_classes)
 
 
-def _prepare_step(run: Execution, optimizer: torch.optim.Optimizer, device: torch.device) -> list | None:
-    """Set up the device for the training step; for a CUDA graph, the optimizer in its graph-safe form and the
-    learning-rate tensors it reads (returned, for `_keep_lr_tensors`)."""
-    if device.type == "cuda":
-        # cuDNN times its convolution algorithms once per shape; a trial runs thousands of steps of one shape.
-        torch.backends.cudnn.benchmark = run.cuda_graph
-    if not run.cuda_graph:
+class Rng:
+    """A run's own state of torch's global RNGs (initial weights, dropout masks), put in force only while the
+    run computes: runs trained one after another in one process each draw what they would draw alone, and the
+    caller's global RNGs are left as they were."""
+
+    def __init__(self, seed: int, device: torch.device):
+        self.device = device
+        # What torch.manual_seed(seed) gives the CPU and the run's GPU, without touching the global RNGs.
+        self.cpu = torch.Generator().manual_seed(seed).get_state()
+        self.cuda = torch.Generator(device).manual_seed(seed).get_state() if device.type == "cuda" else None
+
+    @contextlib.contextmanager
+    def in_force(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=[self.device] if self.cuda is not None else []):
+            torch.set_rng_state(self.cpu)
+            if self.cuda is not None:
+                torch.cuda.set_rng_state(self.cuda, self.device)
+            try:
+                yield
+            finally:
+                self.cpu = torch.get_rng_state()
+                if self.cuda is not None:
+                    self.cuda = torch.cuda.get_rng_state(self.device)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """The RNG states a checkpoint saved."""
+        self.cpu = state["torch_rng"]
+        if self.cuda is not None and state.get("cuda_rng") is not None:
+            self.cuda = state["cuda_rng"]
+
+
+class Member:
+    """One run's bookkeeping beside its weights: its config, optimizer, per-epoch scheduler, data generator
+    and history. A `Run` has one; a stacked network (cnnsearch.fused) one per member, each optimizer over that
+    member's slice of the stacked weights."""
+
+    def __init__(self, config: TrainConfig, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.config, self.optimizer, self.device = config, optimizer, device
+        self.scheduler = _make_scheduler(config, optimizer)
+        # A generator of its own for shuffling and augmentation, so its state can be saved and restored.
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.history: list[dict[str, Any]] = []
+        self._lr_tensors: list[torch.Tensor] | None = None
+
+    @property
+    def status(self) -> str:
+        return "diverged" if self.history and self.history[-1]["status"] == "diverged" else "completed"
+
+    @property
+    def live(self) -> bool:
+        """Whether it has epochs left to train."""
+        return self.status != "diverged" and len(self.history) < self.config.epochs
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint of this config: its optimizer, scheduler, generator and history (the
+        weights and the global RNGs are the caller's)."""
+        _check_resumable(self.config, state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.history = list(state["history"])
+
+    def prepare_step(self, execution: Execution) -> None:
+        """After resuming (a checkpoint holds the eager form): for a CUDA graph, the optimizer in its graph-safe
+        form and the learning-rate tensors it reads."""
+        if execution.cuda_graph:
+            prepare_optimizer_for_graphs(self.optimizer, self.device)
+            self._lr_tensors = [group["lr"] for group in self.optimizer.param_groups]
+
+    def end_epoch(self) -> None:
+        self.scheduler.step()
+        if self._lr_tensors is not None:
+            _keep_lr_tensors(self.optimizer, self._lr_tensors)
+
+    def checkpoint(self, weights: dict[str, torch.Tensor], rng: Rng) -> dict[str, Any]:
+        """A `fit` checkpoint: everything `resume` and `Rng.restore` need to continue exactly."""
+        return {
+            "format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "epoch": len(self.history),
+            "model": weights, "optimizer": portable_optimizer_state(self.optimizer.state_dict()),
+            "scheduler": portable_scheduler_state(self.scheduler.state_dict()),
+            "generator": self.generator.get_state(), "torch_rng": rng.cpu, "cuda_rng": rng.cuda,
+            "history": list(self.history),
+        }
+
+
+class Unit(Protocol):
+    """Members trained in one pass over the data: a `Run` (one member), or cnnsearch.fused.FusedRuns (a
+    stacked network of several)."""
+
+    members: list[Member]
+    rng: Rng  # in force while the unit trains and validates
+    images: int  # training images per member and epoch
+
+    def train_epoch(self, progress: Callable[..., Any] | None) -> list[tuple[float, float]]:
+        """One epoch of every member: (mean training loss, accuracy) per member."""
+
+    def validate(self, indices: list[int]) -> dict[int, tuple[float, float]]:
+        """(validation loss, accuracy) of the members at `indices`."""
+
+    def weights(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i's state dict, keyed as an `ImageClassifier`'s."""
+
+    def results(self) -> list[FitResult]:
+        """One per member, in order."""
+
+
+class Run:
+    """One run as a unit of the epoch loop: a model, optimizer, training step, data and global RNGs of its own."""
+
+    def __init__(self, config: TrainConfig, data: Dataset, device: torch.device | str | None = None, *,
+                 checkpoint: str | os.PathLike | dict[str, Any] | None = None,
+                 splits: dict[tuple, tuple[ImageSplit, ImageSplit]] | None = None):
+        self.config = config
+        self.data = prepare_data(config, data, device, splits)
+        device, run = self.data.device, self.data.execution
+        self.rng = Rng(config.seed, device)
+        with self.rng.in_force():  # initial weights from the seed
+            model = build_classifier(config, data).to(device)
+        if run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        member = Member(config, make_optimizer(config, model.parameters()), device)
+        self.members = [member]
+        if checkpoint is not None:
+            state = _read_checkpoint(checkpoint)
+            member.resume(state)
+            model.load_state_dict(state["model"])
+            self.rng.restore(state)
+        member.prepare_step(run)
+        # Evaluation and odd-sized batches use `model`; only full training batches use the compiled network,
+        # so it sees one shape and one mode and never recompiles between training and evaluation.
+        step_model = torch.compile(model, dynamic=False) if run.compile else model
+        step_class = GraphedStep if run.cuda_graph else EagerStep
+        self.step = step_class(step_model, member.optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
+                               channels_last=run.channels_last, batch_size=config.batch_size, eager_model=model)
+        self.images = len(self.data.train)
+
+    def train_epoch(self, progress: Callable[..., Any] | None) -> list[tuple[float, float]]:
+        self.data.set_backend_flags()
+        self.model.train()
+        return [_train_epoch(self.step, self.data.train, self.config, self.members[0].generator, self.data.augment,
+                             progress=progress)]
+
+    def validate(self, indices: list[int]) -> dict[int, tuple[float, float]]:
+        if not indices:
+            return {}
+        run = self.data.execution
+        result = evaluate(self.model, self.data.val, batch_size=self.config.eval_batch_size, bf16=run.bf16,
+                          channels_last=run.channels_last, num_classes=self.data.num_classes)
+        return {0: (result.loss, result.accuracy)}
+
+    def weights(self, i: int) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
+
+    def results(self) -> list[FitResult]:
+        member = self.members[0]
+        return [FitResult(status=member.status, history=member.history, model=self.model, config=self.config,
+                          device=self.data.device, step=self.step.ran)]
+
+
+def train_units(units: Sequence[Unit], *, on_epoch: Callable[[list[tuple[int, dict[str, Any], EpochState]]], None]
+                | None, progress: Callable[..., Any] | None, setup_s: float) -> None:
+    """The epoch loop of `fit` and `fit_group`. Each epoch trains every unit that has members still training,
+    one after another, each with its RNGs in force; then on_epoch gets all their members' epochs at once, m
+    numbering the members of all units in order. A member whose training loss is not finite is not
+    validated (NaN and 0 stand in); one whose losses are not finite ends "diverged" and trains no more."""
+    members = [(unit, i) for unit in units for i in range(len(unit.members))]
+    first = {id(unit): members.index((unit, 0)) for unit in units}  # m of each unit's member 0
+    while True:
+        epoch_start = time.perf_counter()
+        done: list[tuple[int, tuple[float, float], tuple[float, float], float]] = []  # (m, train, val, lr)
+        train_s = 0.0  # the group's training time this epoch (s), validation excluded
+        for unit in units:
+            live = [i for i, member in enumerate(unit.members) if member.live]
+            if not live:
+                continue
+            lrs = [member.lr for member in unit.members]  # the rates used during the epoch
+            with unit.rng.in_force():
+                start = time.perf_counter()
+                trained = unit.train_epoch(progress)
+                train_s += time.perf_counter() - start
+                scores = unit.validate([i for i in live if math.isfinite(trained[i][0])])
+                for member in unit.members:
+                    member.end_epoch()
+            done += [(first[id(unit)] + i, trained[i], scores.get(i, (math.nan, 0.0)), lrs[i]) for i in live]
+        if not done:
+            return
+        epoch_s = time.perf_counter() - epoch_start
+        reports = []
+        for m, (train_loss, train_acc), (val_loss, val_acc), lr in done:
+            unit, i = members[m]
+            member = unit.members[i]
+            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+            last = len(member.history) + 1 == member.config.epochs
+            member.history.append({
+                "epoch": len(member.history) + 1, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "epoch_time_s": epoch_s,
+                # The member's share of the group's throughput, so the members' figures add up to the group's.
+                "images_per_s": unit.images / train_s, "setup_s": setup_s,
+                "status": "diverged" if diverged else ("completed" if last else "running")})
+            reports.append((m, dict(member.history[-1]), EpochState(_capture(unit, i))))
+        if on_epoch is not None:
+            on_epoch(reports)
+
+
+def _capture(unit: Unit, i: int) -> Callable[[], dict[str, Any]]:
+    """Member i's checkpoint, as a snapshot: copies (its tensors keep training)."""
+    return lambda: _copy(unit.members[i].checkpoint(unit.weights(i), unit.rng))
+
+
+def read_checkpoints(checkpoints: Sequence[str | os.PathLike | dict[str, Any]] | None, count: int
+                     ) -> list[dict[str, Any]] | None:
+    """`count` checkpoints (paths, or state dicts, copied), all after the same epoch: a group's members
+    advance together."""
+    if checkpoints is None:
         return None
-    prepare_optimizer_for_graphs(optimizer, device)
-    return [group["lr"] for group in optimizer.param_groups]
+    if len(checkpoints) != count:
+        raise ValueError(f"one checkpoint per trial: {count} trials, {len(checkpoints)} checkpoints")
+    states = [_read_checkpoint(checkpoint) for checkpoint in checkpoints]
+    epochs = {state["epoch"] for state in states}
+    if len(epochs) != 1:
+        raise ValueError(f"the checkpoints are from different epochs ({sorted(epochs)}); "
+                         "a group's members advance together")
+    return states
+
+
+def _read_checkpoint(checkpoint: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
+    # A copy of a state dict: an optimizer adopts the tensors of the state it loads and updates them in place.
+    return _copy(checkpoint) if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+
+
+def _copy(state: Any) -> Any:
+    """A snapshot: tensors copied."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _copy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_copy(value) for value in state]
+    return state
+
+
+def _check_group(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
+    configs = list(configs)
+    if not configs:
+        raise ValueError("nothing to train: a group needs at least one config")
+    dicts = [c.to_dict() for c in configs]
+    if any(dicts.count(d) > 1 for d in dicts):
+        raise ValueError("the same trial twice: a group's trials must differ (in their seed, say)")
+    return configs
 
 
 def _train_epoch(step: EagerStep, train: ImageSplit, config: TrainConfig, generator, augment,

@@ -16,12 +16,15 @@ members draw from one stream instead of each from its seed's.
 
 A member's checkpoint is a `fit` checkpoint, so `fit` resumes it as a run of its own, and `fit_fused`
 resumes from the members' checkpoints.
+
+Only what is fused-specific lives here: the stacked network, its members' optimizers and batches, and
+`FusedRuns`, the unit that trains them in the engine's one epoch loop (`cnnsearch.engine.train_units`, which
+`fit`, `fit_fused` = `fit_group(fused=True)` and `fit_group(fused=False)` share).
 """
 from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,12 +34,11 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from .config import TrainConfig
 from .data import Augment, Dataset, iterate_batches
-from .engine import (EpochState, FitResult, ImageClassifier, _check_resumable, _checkpoint, _evaluate,
-                     _keep_lr_tensors, _make_optimizer, _make_scheduler, _prepare, _prepare_step, _restore,
-                     _restore_rngs, build_classifier, load_checkpoint)
+from .engine import (EpochState, FitResult, ImageClassifier, Member, Rng, build_classifier, evaluate_members,
+                     fit_group, make_optimizer, prepare_data)
 from .steps import EagerStep, GraphedStep
 
-__all__ = ["StackedClassifier", "MemberOptimizers", "fit_fused", "fit_seeds", "TRIAL_KEYS"]
+__all__ = ["StackedClassifier", "MemberOptimizers", "FusedRuns", "fit_fused", "fit_seeds", "TRIAL_KEYS"]
 
 # What fused members may differ in: their seed and their optimizer. Everything else (network, data, batch size,
 # epochs, how it executes) they share, as they share one network and one batch loop.
@@ -117,7 +119,7 @@ class MemberOptimizers:
         self.stacked = list(model.parameters())  # (M, ...) each
         # Parameters over views of the stacked storage: what a member's optimizer updates lands in the stack.
         self.views = [[nn.Parameter(p.data[m]) for p in self.stacked] for m in range(len(configs))]
-        self.optimizers = [_make_optimizer(config, views) for config, views in zip(configs, self.views)]
+        self.optimizers = [make_optimizer(config, views) for config, views in zip(configs, self.views)]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         # Always to None, whatever is asked: `step` points the members' gradients at backward's new ones.
@@ -131,6 +133,75 @@ class MemberOptimizers:
             for view, p in zip(views, self.stacked):
                 view.grad = None if p.grad is None else p.grad[m]  # a view of the stacked gradient: no copy
             optimizer.step()
+
+
+class FusedRuns:
+    """Members trained as one stacked network: a unit of the engine's epoch loop (`cnnsearch.engine.Unit`).
+
+    states: the members' checkpoints to resume from (`cnnsearch.engine.read_checkpoints`), or None.
+    """
+
+    def __init__(self, configs: Sequence[TrainConfig], data: Dataset, device: torch.device | str | None = None, *,
+                 states: Sequence[dict[str, Any]] | None = None):
+        configs = _check_configs(configs)
+        self.config = config = configs[0]  # what they share
+        self.data = prepare_data(config, data, device)
+        device, run = self.data.device, self.data.execution
+        rngs, nets = [], []
+        for c in configs:
+            rngs.append(Rng(c.seed, device))
+            with rngs[-1].in_force():  # as fit: initial weights from the seed
+                nets.append(build_classifier(config, data))
+        self.model = StackedClassifier(nets).to(device)
+        optimizer = MemberOptimizers(self.model, configs)
+        self.members = [Member(c, o, device) for c, o in zip(configs, optimizer.optimizers)]
+        # One stream of dropout masks for all members (vmap draws every member's from it): where the last
+        # member's initialisation left its seed's stream.
+        self.rng = rngs[-1]
+        if states is not None:
+            for m, (member, state) in enumerate(zip(self.members, states)):
+                member.resume(state)  # the same config, seed included
+                self.model.load_member_state(m, state["model"])
+            self.rng.restore(states[0])
+        for member in self.members:
+            member.prepare_step(run)
+        step_class = GraphedStep if run.cuda_graph else EagerStep
+        self.step = step_class(self.model, optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
+                               channels_last=False, batch_size=config.batch_size, members=len(configs))
+        self.images = len(self.data.train)
+        self._build = lambda: build_classifier(config, data)
+
+    def train_epoch(self, progress: Callable[..., Any] | None) -> list[tuple[float, float]]:
+        config, train, count = self.config, self.data.train, len(self.members)
+        self.data.set_backend_flags()
+        self.model.train()
+        self.step.start_epoch()
+        batches = _member_batches(train, config.batch_size, [m.generator for m in self.members], self.data.augment)
+        if progress is not None:
+            batches = progress(batches, total=math.ceil(len(train) / config.batch_size),
+                               totals=lambda: tuple(sum(values) / count for values in self.step.totals()))
+        for images, labels in batches:
+            self.step(images, labels)
+        loss_sums, corrects = self.step.totals()
+        return [(loss / len(train), correct / len(train)) for loss, correct in zip(loss_sums, corrects)]
+
+    def validate(self, indices: list[int]) -> dict[int, tuple[float, float]]:
+        if not indices:
+            return {}
+        run = self.data.execution
+        scores = evaluate_members(self.model, self.data.val, members=len(self.members),
+                                  batch_size=self.config.eval_batch_size, bf16=run.bf16, channels_last=False,
+                                  num_classes=self.data.num_classes)
+        return {i: (scores[i].loss, scores[i].accuracy) for i in indices}
+
+    def weights(self, i: int) -> dict[str, torch.Tensor]:
+        return self.model.member_state(i)
+
+    def results(self) -> list[FitResult]:
+        with torch.random.fork_rng(devices=[]):  # throwaway initial weights, replaced: the caller's RNG stays
+            models = [self.model.member(m, self._build) for m in range(len(self.members))]
+        return [FitResult(status=member.status, history=member.history, model=model, config=member.config,
+                          device=self.data.device, step=self.step.ran) for member, model in zip(self.members, models)]
 
 
 def fit_seeds(config: TrainConfig, seeds: Sequence[int], data: Dataset, **options: Any) -> list[FitResult]:
@@ -147,90 +218,15 @@ def fit_fused(configs: Sequence[TrainConfig], data: Dataset, *,
               checkpoints: Sequence[str | dict[str, Any]] | None = None,
               device: torch.device | str | None = None,
               progress: Callable[..., Any] | None = None) -> list[FitResult]:
-    """Train the `configs` fused into one stacked network; one `FitResult` per config, in order, each as `fit`
-    would return it. The configs may differ only in `TRIAL_KEYS` (the seed and the optimizer).
+    """`fit_group(configs, data, fused=True, ...)`: the `configs` fused into one stacked network; one `FitResult`
+    per config, in order, each as `fit` would return it (to float rounding). The configs may differ only in
+    `TRIAL_KEYS` (the seed and the optimizer). on_epoch, checkpoints and progress as `fit_group`'s.
 
-    on_epoch(reports): after every epoch, once, with (m, metrics, state) for each member m still training (the
-        metrics and state `fit`'s on_epoch gets; `state.save(path)` writes member m's checkpoint). One call
-        for all members, so a caller can save their checkpoints together (the CLI holds Ctrl-C meanwhile):
-        resuming needs every member at the same epoch. Raising from it stops every member.
-    checkpoints: one per config (paths or state dicts, from `fit` or from here), all after the same epoch.
-    progress: as `fit`'s; its totals are the members' means (per member's images: batches are (M, B, ...)).
-    A member whose loss turns NaN or inf ends "diverged" and reports no more epochs; the others go on.
     Runs eagerly or with the CUDA-graph step (the default on CUDA); not compiled, and in the default memory
     layout: channels_last does not carry through vmap's grouped convolutions, so the automatic choice is off.
     """
-    entered = time.perf_counter()
-    configs = _check_configs(configs)
-    config = configs[0]  # what they share
-    device, run, train, val, augment = _prepare(config, data, device)
-
-    def build(seed: int | None = None) -> ImageClassifier:
-        if seed is not None:
-            torch.manual_seed(seed)  # as fit: initial weights from the seed
-        return build_classifier(config, data)
-
-    model = StackedClassifier([build(c.seed) for c in configs]).to(device)
-    optimizer = MemberOptimizers(model, configs)
-    schedulers = [_make_scheduler(c, o) for c, o in zip(configs, optimizer.optimizers)]
-    generators = [torch.Generator(device=device).manual_seed(c.seed) for c in configs]
-    histories: list[list[dict[str, Any]]] = [[] for _ in configs]
-    if checkpoints is not None:
-        _resume(model, optimizer, schedulers, generators, histories, configs, checkpoints, device)
-    lr_tensors = [_prepare_step(run, o, device) for o in optimizer.optimizers]
-    step_class = GraphedStep if run.cuda_graph else EagerStep
-    step = step_class(model, optimizer, label_smoothing=config.label_smoothing, bf16=run.bf16,
-                      channels_last=False, batch_size=config.batch_size, members=len(configs))
-
-    def capture(m: int) -> Callable[[], dict[str, Any]]:
-        return lambda: _copy(_checkpoint(configs[m], histories[m], model.member_state(m), optimizer.optimizers[m],
-                                         schedulers[m], generators[m], device))
-
-    live = [not (h and h[-1]["status"] == "diverged") for h in histories]
-    status = ["completed" if alive else "diverged" for alive in live]
-    setup_s = time.perf_counter() - entered
-    for epoch in range(len(histories[0]), config.epochs):
-        if not any(live):
-            break
-        start = time.perf_counter()
-        lrs = [float(o.param_groups[0]["lr"]) for o in optimizer.optimizers]
-        model.train()
-        step.start_epoch()
-        batches = _member_batches(train, config.batch_size, generators, augment)
-        if progress is not None:
-            batches = progress(batches, total=math.ceil(len(train) / config.batch_size),
-                               totals=lambda: tuple(sum(values) / len(configs) for values in step.totals()))
-        for images, labels in batches:
-            step(images, labels)
-        loss_sums, corrects = step.totals()
-        train_time = time.perf_counter() - start
-        scores = _evaluate(model, val, batch_size=config.eval_batch_size, bf16=run.bf16, channels_last=False,
-                           num_classes=data.num_classes, members=len(configs))
-        for member_optimizer, scheduler, tensors in zip(optimizer.optimizers, schedulers, lr_tensors):
-            scheduler.step()
-            if tensors is not None:
-                _keep_lr_tensors(member_optimizer, tensors)
-        reports = []
-        for m in (m for m in range(len(configs)) if live[m]):
-            train_loss = loss_sums[m] / len(train)
-            # As fit: a non-finite training loss reports no validation (fit skips it), NaN and 0.
-            val_loss, val_acc = (scores[m].loss, scores[m].accuracy) if math.isfinite(train_loss) else (math.nan, 0.0)
-            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-            if diverged:
-                status[m], live[m] = "diverged", False
-            last = epoch + 1 == config.epochs
-            histories[m].append({
-                "epoch": epoch + 1, "train_loss": train_loss, "train_acc": corrects[m] / len(train),
-                "val_loss": val_loss, "val_acc": val_acc, "lr": lrs[m], "epoch_time_s": time.perf_counter() - start,
-                # The member's share of the fused throughput, so per-trial figures add up as they do for
-                # trials sharing a GPU.
-                "images_per_s": len(train) / train_time, "setup_s": setup_s,
-                "status": "diverged" if diverged else ("completed" if last else "running")})
-            reports.append((m, dict(histories[m][-1]), EpochState(capture(m))))
-        if on_epoch is not None:
-            on_epoch(reports)
-    return [FitResult(status=status[m], history=histories[m], model=model.member(m, build), config=configs[m],
-                      device=device, step=step.ran) for m in range(len(configs))]
+    return fit_group(configs, data, fused=True, on_epoch=on_epoch, checkpoints=checkpoints, device=device,
+                     progress=progress)
 
 
 def _member_batches(train, batch_size: int, generators: list[torch.Generator], augment: Augment | None):
@@ -252,39 +248,8 @@ def _check_configs(configs: Sequence[TrainConfig]) -> list[TrainConfig]:
             key = differ[0]
             raise ValueError(f"fused trials share everything but {', '.join(TRIAL_KEYS)}; {key} differs "
                              f"({first[key]!r} and {other[key]!r})")
-    dicts = [c.to_dict() for c in configs]
-    if any(dicts.count(d) > 1 for d in dicts):
-        raise ValueError("the same trial twice: fused trials must differ (in their seed, say)")
     for name in ("compile", "channels_last"):
         if first[name]:
             raise ValueError(f"fused training does not support {name}; set {name}: false (or leave channels_last "
                              "automatic)")
     return configs
-
-
-def _copy(state: Any) -> Any:
-    """A snapshot: tensors copied (a member's state is read while its tensors keep training)."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().clone()
-    if isinstance(state, dict):
-        return {key: _copy(value) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_copy(value) for value in state]
-    return state
-
-
-def _resume(model: StackedClassifier, optimizer: MemberOptimizers, schedulers, generators, histories, configs,
-            checkpoints, device: torch.device) -> None:
-    if len(checkpoints) != len(configs):
-        raise ValueError(f"one checkpoint per trial: {len(configs)} trials, {len(checkpoints)} checkpoints")
-    # Copies: an optimizer adopts the tensors of the state it loads and updates them in place.
-    states = [_copy(c) if isinstance(c, dict) else load_checkpoint(c) for c in checkpoints]
-    epochs = {state["epoch"] for state in states}
-    if len(epochs) != 1:
-        raise ValueError(f"the checkpoints are from different epochs ({sorted(epochs)}); "
-                         "fused members advance together")
-    for m, (config, state) in enumerate(zip(configs, states)):
-        _check_resumable(config, state)  # the same config, seed included
-        model.load_member_state(m, state["model"])
-        histories[m].extend(_restore(state, optimizer.optimizers[m], schedulers[m], generators[m]))
-    _restore_rngs(states[0], device)  # one dropout stream for all members

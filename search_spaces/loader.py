@@ -17,6 +17,7 @@ from cnnsearch.config import TrainConfig
 from cnnsearch.yamlio import load_yaml
 
 from .levels import freeze, level_key, level_label
+from .modes import mode_error
 from .record import METRICS
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 from .space import (
@@ -131,8 +132,8 @@ class _Loader:
         if not isinstance(metric, str) or metric not in METRICS:
             self.fail("metric", f"must be one of {', '.join(METRICS)}, got {metric!r}")
         mode = raw.get("mode", METRICS[metric])
-        if mode not in ("max", "min"):
-            self.fail("mode", f"must be max or min, got {mode!r}")
+        if (error := mode_error(mode)) is not None:
+            self.fail("mode", error)
         scheduler = raw.get("scheduler", DEFAULT_SCHEDULER)
         if scheduler not in SCHEDULERS:
             self.fail("scheduler", f"must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")

@@ -13,9 +13,23 @@ from typing import Any
 from .levels import jsonable
 from .space import TRAIN_KEYS, SpaceError, set_factor
 
-__all__ = ["DESIGN_POINT_KEY", "trial_config"]
+__all__ = ["DESIGN_POINT_KEY", "GROUP_KEYS", "trial_config", "seed_params"]
 
 DESIGN_POINT_KEY = "design_point"  # the trial param that carries a one-at-a-time point
+GROUP_KEYS = ("seeds", "group")  # what a Tune trial (a point with its seeds) adds to one seed's params
+
+
+def seed_params(params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A Tune trial's params, a point with its `seeds` (and its folder, `group`), as one seed's params per
+    seed, in order: each what the trial of that seed alone would have (`trial_config` reads them)."""
+    if not isinstance(params, Mapping):
+        raise SpaceError(f"trial params must be a mapping, got {type(params).__name__}")
+    seeds = params.get("seeds")
+    if not isinstance(seeds, (list, tuple)) or not seeds or \
+            any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise SpaceError(f"trial params: seeds must be a list of distinct whole numbers, got {seeds!r}")
+    rest = {k: v for k, v in params.items() if k not in GROUP_KEYS}
+    return [{**rest, "seed": seed} for seed in seeds]
 
 
 def trial_config(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from typing import Any
 from cnnsearch.cli import redact
 
 from .levels import FrozenDict, jsonable
+from .modes import mode_error
 from .schedulers import SCHEDULERS, Scheduler
 from .space import TRAIN_DEFAULTS, DesignPoint, Factor, SpaceError
 
-__all__ = ["STATE_FILE", "CHECKPOINT_FILE", "METRICS", "ExperimentRecord", "Provenance", "RecordError", "locate_folder"]
+__all__ = ["STATE_FILE", "CHECKPOINT_FILE", "METRICS", "ExperimentRecord", "Provenance", "RecordError", "locate_folder",
+           "put_file"]
 
 STATE_FILE = "cnnsearch.json"  # the record, in the experiment folder
 CHECKPOINT_FILE = "state.pt"  # the engine checkpoint inside each of Tune's checkpoint_* folders
@@ -111,8 +113,8 @@ class ExperimentRecord:
         if self.metric not in METRICS:
             raise RecordError(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
         object.__setattr__(self, "mode", self.mode or METRICS[self.metric])
-        if self.mode not in ("max", "min"):
-            raise RecordError(f"mode must be max or min, got {self.mode!r}")
+        if (error := mode_error(self.mode)) is not None:
+            raise RecordError(f"mode {error}")
         object.__setattr__(self, "dataset", self.dataset or self.base.get("dataset", TRAIN_DEFAULTS["dataset"]))
         # JSON values (lists), read-only at the top: it compares with trial configs, which are JSON too.
         object.__setattr__(self, "base", FrozenDict(jsonable(dict(self.base))))
@@ -200,16 +202,8 @@ class ExperimentRecord:
         half a record; OSError then. Returns the file's path."""
         filesystem = filesystem or _local()
         path = f"{folder.rstrip('/')}/{STATE_FILE}"
-        tmp = f"{path}.tmp{os.getpid()}"
         filesystem.create_dir(folder, recursive=True)
-        try:
-            with filesystem.open_output_stream(tmp) as f:
-                f.write(json.dumps(self.to_json(), indent=2).encode())
-            filesystem.move(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                filesystem.delete_file(tmp)
-            raise
+        put_file(filesystem, path, json.dumps(self.to_json(), indent=2).encode())
         return path
 
     @classmethod
@@ -229,6 +223,20 @@ class ExperimentRecord:
             return cls.from_json(data)
         except RecordError as exc:
             raise RecordError(f"{STATE_FILE} {exc}") from None
+
+
+def put_file(filesystem: Any, path: str, data: bytes) -> None:
+    """Write `data` to `path` on a pyarrow `filesystem`: beside it, then moved into place, so a full disk
+    or a kill never leaves half a file (OSError then; the temporary file is removed)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with filesystem.open_output_stream(tmp) as f:
+            f.write(data)
+        filesystem.move(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(tmp)
+        raise
 
 
 def _factor(data: Mapping[str, Any]) -> Factor:

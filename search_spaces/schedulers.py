@@ -85,7 +85,7 @@ class Asha(Scheduler):
 
     def build(self, schedulers: ModuleType, max_t: int, settings: Mapping[str, int]) -> Any:
         # One rung per `reduction_factor`-fold more epochs, counted in reported epochs.
-        return schedulers.ASHAScheduler(time_attr="training_iteration", max_t=max_t, **settings)
+        return schedulers.ASHAScheduler(time_attr="epoch", max_t=max_t, **settings)
 
     def rungs(self, max_t: int, settings: Mapping[str, int]) -> list[int]:
         """grace period x reduction factor^k below max_t, as Ray's ASHAScheduler places them."""
@@ -113,7 +113,7 @@ class HyperBand(Scheduler):
     about = "halves brackets of trials, pausing them at rungs"
 
     def build(self, schedulers: ModuleType, max_t: int, settings: Mapping[str, int]) -> Any:
-        return schedulers.HyperBandScheduler(time_attr="training_iteration", max_t=max_t, **settings)
+        return schedulers.HyperBandScheduler(time_attr="epoch", max_t=max_t, **settings)
 
     def rungs(self, max_t: int, settings: Mapping[str, int]) -> list[int]:
         """Every bracket's milestones below max_t, as Ray's HyperBandScheduler sets them: bracket s

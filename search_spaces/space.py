@@ -18,6 +18,7 @@ from typing import Any
 from cnnsearch.config import TrainConfig
 
 from .levels import FrozenDict, freeze, jsonable, level_key, level_label
+from .modes import mode_error
 from .schedulers import DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
 __all__ = [
@@ -178,8 +179,8 @@ class SearchSpace:
     def __post_init__(self) -> None:
         if self.design not in DESIGNS:
             raise SpaceError(f"{self.path.name}: design must be one of {', '.join(DESIGNS)}, got {self.design!r}")
-        if self.mode not in ("max", "min"):
-            raise SpaceError(f"{self.path.name}: mode must be max or min, got {self.mode!r}")
+        if (error := mode_error(self.mode)) is not None:
+            raise SpaceError(f"{self.path.name}: mode {error}")
         if tuple(self.budgets) != BUDGETS:
             raise SpaceError(f"{self.path.name}: budgets must be {', '.join(BUDGETS)}, in that order")
         if not self.seeds:

@@ -94,3 +94,16 @@ def test_the_network_is_built_once_not_per_construction():
     TrainConfig(model="densenet121", width=0.5, stem_bn=True)
     with pytest.raises(ValueError, match="stem_bn must be True or False"):  # 1 is not True to the cache either
         TrainConfig(model="densenet121", width=0.5, stem_bn=1)
+
+
+def test_config_and_models_do_not_import_each_other():
+    """The config asks the models (deferred, on construction) whether a network builds; the models never
+    import the config, so there is no import circle, and importing the config loads neither them nor torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print(sorted(m for m in ('cnnsearch.config', 'cnnsearch.models', 'torch') if m in sys.modules))")
+    loaded = {module: subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True,
+                                     check=True).stdout.strip() for module in ("cnnsearch.config", "cnnsearch.models")}
+    assert loaded == {"cnnsearch.config": "['cnnsearch.config']", "cnnsearch.models": "['cnnsearch.models', 'torch']"}

@@ -1,9 +1,11 @@
-"""Trials fused into one stacked network (cnnsearch/fused.py): each member trains as its own run would.
+"""Trials trained as one group (`fit_group`): fused into one stacked network (cnnsearch/fused.py), or one after
+another within each epoch; each member trains as its own run would.
 
 Driven by the registry: every model stacks, and its members compute what the lone networks compute. On
 real data: a fused member's history matches `fit`'s for its config (seeds, or optimizers of their own; to
 float rounding), resumes exactly, trades checkpoints with `fit`, and a member that diverges leaves the
-others untouched.
+others untouched. A sequential member is `fit` of its config bit for bit, dropout masks included, and its
+checkpoints are `fit`'s.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import torch.nn.functional as F
 
 from cnnsearch.config import TrainConfig
 from cnnsearch.data import ImageSplit
-from cnnsearch.engine import ImageClassifier, _evaluate, evaluate, fit, load_checkpoint
+from cnnsearch.engine import (ImageClassifier, build_classifier, evaluate, evaluate_members, fit, fit_group,
+                              load_checkpoint)
 from cnnsearch.fused import TRIAL_KEYS, StackedClassifier, fit_fused, fit_seeds
 from cnnsearch.models import build_model, list_models, model_options
 
@@ -85,7 +88,7 @@ def test_stacked_evaluation_matches_each_member(cifar10):
         net.train()(cifar10.train.images[:64])
     stacked = StackedClassifier(copy.deepcopy(lone))
     split = ImageSplit(cifar10.test.images[:300], cifar10.test.labels[:300])
-    together = _evaluate(stacked, split, batch_size=128, bf16=False, channels_last=False, num_classes=10, members=2)
+    together = evaluate_members(stacked, split, members=2, batch_size=128, num_classes=10)
     for result, net in zip(together, lone):
         alone = evaluate(net, split, batch_size=128, num_classes=10)
         assert torch.equal(result.confusion, alone.confusion)
@@ -260,3 +263,111 @@ def test_members_share_each_kernel_launch(name):
     ours, alone = launches(lambda: stacked.train()(images)), launches(lambda: lone.train()(images[0]))
     assert ours["aten::_convolution"] == alone["aten::_convolution"] > 0
     assert ours["aten::_batch_norm_impl_index"] == alone["aten::_batch_norm_impl_index"]
+
+
+# --- fit_group: members one after another within each epoch (fused=False), and the rules both modes share ---
+
+def _weights_equal(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def _members(epochs: int = 2) -> list[TrainConfig]:
+    """Three trials that share nothing a sequential group needs shared: seeds, lr, dropout, batch size."""
+    base = TrainConfig(**{**TINY, "epochs": epochs, "augment": True})
+    return [base.replace(seed=0, dropout=0.5), base.replace(seed=1),
+            base.replace(seed=2, lr=3e-3, dropout=0.3, batch_size=40)]
+
+
+def test_a_sequential_member_trains_bit_for_bit_as_fit_does(cifar10):
+    """Each member's history and final weights equal `fit` of its config alone, dropout masks included (members
+    0 and 2 draw theirs from their own streams while the others train in between); the caller's RNG is left
+    as it was."""
+    configs = _members()
+    torch.manual_seed(123)
+    caller = torch.get_rng_state()
+    reports = []
+    group = fit_group(configs, cifar10, fused=False,
+                      on_epoch=lambda r: reports.append([(m, metrics["epoch"]) for m, metrics, _ in r]))
+    assert torch.equal(torch.get_rng_state(), caller)
+    assert reports == [[(0, 1), (1, 1), (2, 1)], [(0, 2), (1, 2), (2, 2)]]  # one call per epoch, all members
+    for config, result in zip(configs, group):
+        alone = fit(config, cifar10)
+        assert result.config == config and result.status == alone.status == "completed"
+        assert _exact(result.history) == _exact(alone.history)
+        assert _weights_equal(result.model, alone.model)
+    assert len({r.history[-1]["train_loss"] for r in group}) == 3  # three runs, not one three times
+
+
+def test_a_sequential_group_resumes_exactly(cifar10, tmp_path):
+    """Stopped after epoch 1 of 3 with every member's checkpoint saved, a group resumed from them ends with the
+    uninterrupted group's metrics and weights."""
+    configs = _members(epochs=3)
+    full = fit_group(configs, cifar10, fused=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(reports):
+        for m, metrics, state in reports:
+            state.save(tmp_path / f"member{m}.pt")
+        raise Stop
+
+    with pytest.raises(Stop):
+        fit_group(configs, cifar10, fused=False, on_epoch=stop_after_one)
+    paths = [tmp_path / f"member{m}.pt" for m in range(len(configs))]
+    resumed = fit_group(configs, cifar10, fused=False, checkpoints=paths)
+    assert [_exact(r.history) for r in resumed] == [_exact(r.history) for r in full]
+    assert all(_weights_equal(a.model, b.model) for a, b in zip(resumed, full))
+
+
+def test_a_sequential_member_checkpoint_resumes_in_fit(cifar10):
+    """Member 2's checkpoint after epoch 1 is a `fit` checkpoint of its config, its own RNG state included:
+    `fit` continues it to exactly the group member's end."""
+    configs = _members()
+    saved = {}
+    group = fit_group(configs, cifar10, fused=False,
+                      on_epoch=lambda r: saved.update({(m, s["epoch"]): state.state_dict() for m, s, state in r}))
+    # Each member's own stream of torch's global RNG, from torch.manual_seed(seed) as `fit` starts it: member 1
+    # (no dropout) drew nothing after its initial weights, member 0 drew its dropout masks every epoch.
+    torch.manual_seed(configs[1].seed)
+    build_classifier(configs[1], cifar10)
+    assert torch.equal(saved[(1, 1)]["torch_rng"], torch.get_rng_state())
+    assert torch.equal(saved[(1, 2)]["torch_rng"], torch.get_rng_state())
+    assert not torch.equal(saved[(0, 1)]["torch_rng"], saved[(0, 2)]["torch_rng"])
+    state = saved[(2, 1)]
+    assert state["epoch"] == 1 and state["config"] == configs[2].to_dict()
+    alone = fit(configs[2], cifar10, checkpoint=state)
+    assert _exact(alone.history) == _exact(group[2].history)
+    assert _weights_equal(alone.model, group[2].model)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_diverging_member_stops_alone(cifar10, fused):
+    """lr 1e6 sends member 1's loss to NaN in its first epoch: it ends "diverged" after that epoch, is not
+    validated and reports no more; the others train all their epochs (sequential: exactly as alone)."""
+    base = TrainConfig(**{**TINY, "epochs": 3, "optimizer": "sgd", "lr": 0.01, "lr_schedule": "none"})
+    configs = [base.replace(seed=0), base.replace(seed=1, lr=1e6), base.replace(seed=2)]
+    reported = []
+    results = fit_group(configs, cifar10, fused=fused,
+                        on_epoch=lambda r: reported.append([m for m, _, _ in r]))
+    assert reported == [[0, 1, 2], [0, 2], [0, 2]]
+    bad = results[1]
+    assert bad.status == "diverged" and [h["status"] for h in bad.history] == ["diverged"]
+    assert not math.isfinite(bad.history[0]["train_loss"])
+    assert math.isnan(bad.history[0]["val_loss"]) and bad.history[0]["val_acc"] == 0.0
+    for m in (0, 2):
+        assert results[m].status == "completed"
+        assert [h["status"] for h in results[m].history] == ["running", "running", "completed"]
+        assert all(math.isfinite(h["val_loss"]) for h in results[m].history)
+        if not fused:
+            assert _exact(results[m].history) == _exact(fit(configs[m], cifar10).history)
+
+
+def test_a_sequential_group_refuses_bad_input(cifar10):
+    config = TrainConfig(**TINY)
+    with pytest.raises(ValueError, match="at least one config"):
+        fit_group([], cifar10, fused=False)
+    with pytest.raises(ValueError, match="the same trial twice"):
+        fit_group([config, config], cifar10, fused=False)
+    with pytest.raises(ValueError, match="one checkpoint per trial"):
+        fit_group([config, config.replace(seed=1)], cifar10, fused=False, checkpoints=[])

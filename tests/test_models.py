@@ -130,6 +130,16 @@ def test_option_defaults():
     assert (opts["stem_kernel"], opts["stem_bn"], opts["dropout"], opts["width"]) == (3, True, 0.0, 1.0)
 
 
+def test_count_parameters_builds_on_the_meta_device():
+    from cnnsearch.models import count_parameters
+
+    options = {"num_classes": 10, "image_size": 28, "in_channels": 1, "width": 0.5}
+    assert count_parameters("basecnn", **options) == sum(p.numel() for p in build_model("basecnn", **options).parameters())
+    assert count_parameters("resnet18", num_classes=10, width=1000) > 10**10  # nothing allocated
+    with pytest.raises(ValueError, match="width"):
+        count_parameters("resnet18", num_classes=10, width=0.0)
+
+
 def test_duplicate_registration_is_rejected():
     with pytest.raises(ValueError, match="already registered"):
         register_model("resnet18")(lambda **kwargs: nn.Identity())

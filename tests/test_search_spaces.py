@@ -24,6 +24,7 @@ from search_spaces import (
     SpaceError,
     list_spaces,
     load_space,
+    seed_params,
     trial_config,
 )
 
@@ -241,16 +242,17 @@ def test_budget_seeds_and_scheduler(tmp_path):
         **VALID["budgets"], "full": {"epochs": 2, "seeds": 3}}))))
     assert (space.seeds_for("cpu"), space.seeds_for("full"), space.scheduler) == ((0, 1), (0, 1, 2), "fifo")
     plan = Plan(space, "full")
-    assert plan.scheduler == "fifo" and plan.num_trials == 2 * 3 and plan.record().seeds == (0, 1, 2)
+    assert plan.scheduler == "fifo" and plan.num_runs == 2 * 3 and plan.record().seeds == (0, 1, 2)
+    assert plan.num_trials == 2 and plan.record().num_trials == 2 * 3  # a trial per point; the record counts runs
     assert len(plan.describe()) == 3 + plan.num_trials
-    assert Plan(space, "cpu", scheduler="asha").num_trials == 2 * 2
+    assert Plan(space, "cpu", scheduler="asha").num_runs == 2 * 2
     assert load_space(str(_write(tmp_path, VALID))).scheduler == "asha"  # DEFAULT_SCHEDULER
 
 
 def test_base_seeds(tmp_path):
     """A one-at-a-time base point may run more seeds than the others (the space's `base_seeds` or a
-    budget's): the trials list each seed across all points in turn, then the base's extra seeds; the plan,
-    its trial params, its --resume configs, its dry-run lines and its record all count them."""
+    budget's): the space lists each seed across all points in turn, then the base's extra seeds; the plan's
+    trials (a point with its seeds each), their params, its dry-run lines and its record all count them."""
     from tune.plan import Plan
 
     space = load_space(str(_write(tmp_path, _with(VALID, seeds=2, base_seeds=[0, 1, 7], budgets={
@@ -258,21 +260,24 @@ def test_base_seeds(tmp_path):
     assert (space.base_seeds_for("cpu"), space.base_seeds_for("full")) == ((0, 1, 7), (0, 1, 2, 3, 4))
     assert [(p.label, s) for p, s in space.trials("cpu")] == [
         ("base", 0), ("lr=0.01", 0), ("base", 1), ("lr=0.01", 1), ("base", 7)]
-    for budget, trials in (("cpu", 5), ("full", 2 * 3 + 2)):
+    for budget, runs in (("cpu", 5), ("full", 2 * 3 + 2)):
         plan = Plan(space, budget)
-        params = plan.trial_params()
-        assert plan.num_trials == space.num_trials(budget) == len(params) == trials
-        configs = {json.dumps(trial_config({**plan.param_space(), **p}), sort_keys=True) for p in params}
-        assert configs == plan.trial_configs() and len(configs) == trials  # no trial twice
-        assert len(plan.describe()) == 3 + trials
+        params = [plan.group_params(g) for g in plan.groups()]
+        assert plan.num_runs == space.num_trials(budget) == sum(len(p["seeds"]) for p in params) == runs
+        configs = {json.dumps(trial_config({**plan.param_space(), **one}), sort_keys=True)
+                   for p in params for one in seed_params(p)}
+        expected = {json.dumps(plan.config(point, seed), sort_keys=True) for point, seed in space.trials(budget)}
+        assert configs == expected and len(configs) == runs  # every run of the space, none twice
+        assert len(plan.describe()) == 3 + plan.num_trials == 3 + 2
         assert plan.record().base_seeds == space.base_seeds_for(budget)
-    seeds = [p["seed"] for p in Plan(space, "full").trial_params() if p["design_point"]["factor"] is None]
-    assert seeds == [0, 1, 2, 3, 4]
+    seeds = [p["seeds"] for p in (Plan(space, "full").group_params(g) for g in Plan(space, "full").groups())
+             if p["design_point"]["factor"] is None]
+    assert seeds == [[0, 1, 2, 3, 4]]
     plain = Plan(load_space(str(_write(tmp_path, _with(VALID, seeds=2)))), "cpu")
-    assert plain.num_trials == 4 and plain.record().base_seeds == ()  # the record says nothing extra
+    assert plain.num_runs == 4 and plain.record().base_seeds == ()  # the record says nothing extra
     grid = Plan(load_space(str(_write(tmp_path, _with(GRID, seeds=2, factors={"lr": {"levels": [0.001, 0.01]}})))), "cpu")
-    assert grid.trial_params() == [{"seed": 0, "lr": 0.001}, {"seed": 0, "lr": 0.01}, {"seed": 1, "lr": 0.001},
-                                   {"seed": 1, "lr": 0.01}]
+    assert [{k: v for k, v in grid.group_params(g).items() if k != "group"} for g in grid.groups()] == [
+        {"seeds": [0, 1], "lr": 0.001}, {"seeds": [0, 1], "lr": 0.01}]
 
 
 def test_spaces_with_claims_run_fifo_and_three_seeds_at_full(spaces):

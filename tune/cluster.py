@@ -1,18 +1,125 @@
-"""Refuse to run on a Ray cluster that runs anybody's code: one without token authentication.
+"""Where an experiment runs: its folder, the Ray cluster, and NVIDIA MPS for trials that share a GPU.
 
-Ray's `ray start --head` turns token authentication on only when RAY_AUTH_MODE=token is set or a token
-already exists on that machine (Ray 2.60); otherwise anyone who can reach the head's port can submit
-jobs to it (CVE-2023-48022, "ShadowRay"). After the driver has joined a cluster, one call to the
-cluster's GCS without a token tells: a protected cluster answers UNAUTHENTICATED.
+- The folder: a new experiment claims `STORAGE/NAME` with an exclusive create (`os.mkdir` fails when the
+  folder exists), so of two runs started at once with the same --name exactly one gets it. While a run (new
+  or --resume) goes on, it holds an advisory lock on the folder: a second --resume of the same experiment is
+  refused, and the kernel drops the lock when the driver dies, even by SIGKILL. Object stores (s3://, gs://)
+  have neither: there the claim is a check and then a write.
+- The cluster: a new local one, or an existing one at --address; either way one that runs anybody's code
+  (no token authentication) is refused. Ray's `ray start --head` turns token authentication on only when
+  RAY_AUTH_MODE=token is set or a token already exists on that machine (Ray 2.60); otherwise anyone who can
+  reach the head's port can submit jobs to it (CVE-2023-48022, "ShadowRay"). After the driver has joined a
+  cluster, one call to the cluster's GCS without a token tells: a protected cluster answers UNAUTHENTICATED.
+- MPS: without it CUDA time-slices a GPU between processes, so four trials at `--gpus-per-trial 0.25` whose
+  steps are CUDA graphs train no faster together than one alone (bench/RESULTS.md, GPU speed: 0.9-1.2x);
+  under MPS their kernels run at the same time (1.2-2.8x). The daemon gets folders of its own, so it neither
+  needs root nor touches a daemon the user already runs; processes that start while
+  `CUDA_MPS_PIPE_DIRECTORY` names its folder (the Ray cluster this run starts, and its workers) are its clients.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
 
-from .options import RunError
+from pyarrow import fs as pafs
 
-__all__ = ["require_token_auth", "answers_without_token"]
+from search_spaces import STATE_FILE
 
+from .options import RunError, RunOptions
+
+__all__ = ["claim_folder", "start_ray", "require_token_auth", "answers_without_token", "MPSError", "mps_daemon",
+           "CONTROL"]
+
+
+# ------------------------------------------------------------------------------------------ folder
+# What a new experiment folder holds before Tune saves its first state (nothing --resume could use).
+_BEFORE_TUNE_STATE = {STATE_FILE, "tuner.pkl", ".validate_storage_marker"}
+
+
+@contextlib.contextmanager
+def claim_folder(filesystem: pafs.FileSystem, exp_path: str, *, resume: bool, shown: str) -> Iterator[None]:
+    """Hold the experiment folder `exp_path` for the duration of the block: a new one is created
+    (RunError if it exists), an existing one (`resume`) is locked (RunError if another run holds it).
+    Either way the folder must take a file, so unwritable storage fails here, before Ray starts. A new
+    folder in which Tune has saved nothing yet when the block raises is removed again, so the name
+    stays free for the next try. `shown`: how messages name the folder."""
+    local = filesystem.type_name == "local"
+    if not resume:
+        _create(filesystem, exp_path, shown, local=local)
+    try:
+        _probe(filesystem, exp_path, shown)
+        with _lock(exp_path, shown) if local else contextlib.nullcontext():
+            yield
+    except BaseException:
+        if not resume:
+            _release(filesystem, exp_path)
+        raise
+
+
+def _create(filesystem: pafs.FileSystem, exp_path: str, shown: str, *, local: bool) -> None:
+    taken = RunError(f"{shown} already exists; pass --resume to finish it, or choose another --name")
+    try:
+        if local:
+            os.makedirs(os.path.dirname(exp_path), exist_ok=True)
+            os.mkdir(exp_path)  # atomic: exactly one of two runs racing for this name gets it
+            return
+        if filesystem.get_file_info(exp_path).type != pafs.FileType.NotFound:
+            raise taken
+        filesystem.create_dir(exp_path, recursive=True)
+    except FileExistsError:
+        raise taken from None
+    except OSError as exc:
+        raise RunError(f"--storage: cannot create {shown} ({_reason(exc)})") from None
+
+
+def _probe(filesystem: pafs.FileSystem, exp_path: str, shown: str) -> None:
+    """Write and delete a file in the folder: Ray would otherwise find out after its 20 s start."""
+    path = f"{exp_path}/.cnnsearch-probe-{uuid.uuid4().hex}"
+    try:
+        with filesystem.open_output_stream(path) as f:
+            f.write(b"")
+        filesystem.delete_file(path)
+    except OSError as exc:
+        raise RunError(f"--storage: cannot write into {shown} ({_reason(exc)})") from None
+
+
+@contextlib.contextmanager
+def _lock(exp_path: str, shown: str) -> Iterator[None]:
+    import fcntl
+
+    fd = os.open(exp_path, os.O_RDONLY | os.O_DIRECTORY)  # a lock on the folder: no file to leave behind
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{shown} is in use by a run that is still going; wait for it to end, or stop it "
+                           "first") from None
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _release(filesystem: pafs.FileSystem, exp_path: str) -> None:
+    """Remove a folder this run created if Tune has saved nothing in it yet."""
+    try:
+        entries = filesystem.get_file_info(pafs.FileSelector(exp_path))
+        if {e.base_name for e in entries} <= _BEFORE_TUNE_STATE:
+            filesystem.delete_dir(exp_path)
+    except OSError:
+        pass  # best effort: a folder left behind is refused by name, never overwritten
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+# ----------------------------------------------------------------------------------------- cluster
 README_SECTION = 'README, "Several machines"'
 
 
@@ -50,3 +157,72 @@ def answers_without_token(gcs: str) -> bool:
             raise RunError(f"cannot check the Ray cluster at {gcs} for token authentication "
                            f"({exc.code().name}); set RAY_AUTH_MODE=disabled to run without the check") from None
     return True
+
+def start_ray(options: RunOptions):
+    """Join the cluster at `options.address`, or start a local one (unless Ray already runs in this
+    process); either must use token authentication. Returns Ray's context (None when already running)."""
+    import ray
+
+    if ray.is_initialized():
+        return None
+    if options.address:
+        context = ray.init(address=options.address)
+        require_token_auth(options.address)
+        return context
+    # Ray warns on every new local cluster that it enabled token authentication (its default, kept
+    # here); the plan's dashboard line already says where the token is.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+        lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
+    # Without --address Ray joins a cluster that `ray start` left running on this machine (or RAY_ADDRESS),
+    # and then refuses the resources that describe a new one.
+    try:
+        context = ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=options.dashboard,
+                           dashboard_host=options.dashboard_host)
+    except ValueError as exc:
+        if "existing cluster" not in str(exc):
+            raise
+        raise RunError("--num-cpus/--num-gpus describe a new local cluster, but a Ray cluster is already running here "
+                       "(`ray start`, or RAY_ADDRESS): drop them to run on it, or stop it with `ray stop`") from None
+    require_token_auth(None)  # a cluster it joined may have been started without a token
+    return context
+
+
+# --------------------------------------------------------------------------------------------- MPS
+CONTROL = "nvidia-cuda-mps-control"
+_MPS_ENV = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
+
+
+class MPSError(RuntimeError):
+    """MPS cannot run here; the message is one line that says why and what to do."""
+
+
+@contextlib.contextmanager
+def mps_daemon() -> Iterator[str]:
+    """Start an MPS control daemon, point this process's environment (and so every process it starts) at it,
+    yield its folder; on exit stop it and restore the environment."""
+    control = shutil.which(CONTROL)
+    if control is None:
+        raise MPSError(f"--mps: {CONTROL} is not on PATH (it comes with the NVIDIA driver on Linux); "
+                       "run without --mps, or install the driver's utilities")
+    folder = tempfile.mkdtemp(prefix="cnnsearch-mps-")
+    env = dict(zip(_MPS_ENV, (os.path.join(folder, "pipe"), os.path.join(folder, "log"))))
+    for path in env.values():
+        os.makedirs(path)
+    started = subprocess.run([control, "-d"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        detail = " ".join((started.stderr or started.stdout or f"exit {started.returncode}").split())[:200]
+        raise MPSError(f"--mps: the MPS daemon did not start ({detail}); run without --mps")
+    saved = {name: os.environ.get(name) for name in _MPS_ENV}
+    os.environ.update(env)
+    try:
+        yield folder
+    finally:
+        subprocess.run([control], input="quit\n", env={**os.environ, **env}, capture_output=True, text=True,
+                       timeout=60)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)

@@ -81,7 +81,7 @@ def estimate(plan, *, device: str, concurrent: int, gpu_share: float = 1.0, mps:
     rows = [r for r in table["rows"] if device != "cuda" or r["sharing"] == sharing]
 
     missing, trials = [], []
-    for configs in _trial_configs(plan):
+    for configs, seeds in _trial_configs(plan):
         seconds = []
         for config in configs:
             shape = speed_shape(config)
@@ -90,20 +90,20 @@ def estimate(plan, *, device: str, concurrent: int, gpu_share: float = 1.0, mps:
                 missing.append(_shape_words(shape))
                 continue
             seconds.append(_epoch_seconds(config, row, SIZES[dataset]))
-        if seconds:
-            trials.append((configs[0].get("epochs", plan.epochs), sum(seconds) / len(seconds)))
+        if seconds:  # a trial's seeds train one after another (fused, on a GPU, they may take less)
+            trials.append((configs[0].get("epochs", plan.epochs), seeds * sum(seconds) / len(seconds), seeds))
     if missing:
         where = "this CPU" if device != "cuda" else f"a GPU ({sharing})"
         return f"estimated time: none (no measured speed on {where} for {', '.join(sorted(set(missing)))})"
 
-    durations = [epochs * epoch_s + TRIAL_OVERHEAD_S for epochs, epoch_s in trials]
+    durations = [epochs * epoch_s + TRIAL_OVERHEAD_S for epochs, epoch_s, _ in trials]
     most = EXPERIMENT_OVERHEAD_S + _makespan(durations, concurrent)
-    epochs = sum(e for e, _ in trials)
+    epochs = sum(e * seeds for e, _, seeds in trials)  # seed epochs
     likely_s = likely_epochs = None
     rungs = plan.scheduler_entry.rungs(plan.epochs, plan.scheduler_settings)
     if rungs:
         likely_epochs = _halving_epochs(len(trials), rungs, plan.epochs, plan.scheduler_settings["reduction_factor"])
-        mean_epoch_s = sum(s for _, s in trials) / len(trials)
+        mean_epoch_s = sum(s for _, s, _ in trials) / len(trials)
         likely_s = EXPERIMENT_OVERHEAD_S + (likely_epochs * mean_epoch_s + len(trials) * TRIAL_OVERHEAD_S) / concurrent
     return Estimate(most, epochs, likely_s, likely_epochs, concurrent, table["source"])
 
@@ -115,9 +115,12 @@ def estimate_line(plan, options, cluster: Mapping[str, float]) -> str:
 
     gpus = options.trial_gpus(cluster.get("GPU", 0), cuda_graph=plan.base_config().get("cuda_graph") is not False)
     slots = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
-    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-    found = estimate(plan, device=device, concurrent=slots, gpu_share=gpus, mps=options.mps)
-    return found.describe() if isinstance(found, Estimate) else found
+    found = estimate(plan, device="cuda" if gpus > 0 and torch.cuda.is_available() else "cpu", concurrent=slots,
+                     gpu_share=gpus, mps=options.mps)
+    if not isinstance(found, Estimate):
+        return found
+    return found.describe() + (f"; with --until-decided, wave 1 (later waves add up to {plan.max_runs - plan.num_runs} "
+                               "seed runs)" if plan.until_decided else "")
 
 
 def concurrency(trials: int, cluster: Mapping[str, float], cpus: float, gpus: float, limit: int | None) -> int:
@@ -136,12 +139,13 @@ def _speeds() -> dict[str, Any]:
     return json.loads(SPEEDS_FILE.read_text())
 
 
-def _trial_configs(plan) -> list[list[dict[str, Any]]]:
-    """Per trial, the configs it may run: one for a fixed design point; for a sampled trial, every
-    combination of the speed-relevant choices it may draw (its time is their mean)."""
+def _trial_configs(plan) -> list[tuple[list[dict[str, Any]], int]]:
+    """Per trial, the configs one of its seeds may run and its number of seeds: the seeds' configs of a
+    fixed design point (one each); for a sampled trial, every combination of the speed-relevant choices it
+    may draw (its time is their mean)."""
     space = plan.space
     if space.design != "sample":
-        return [[plan._override(space.config(plan.budget, point, seed))] for point, seed in space.trials(plan.budget)]
+        return [([plan.config(g.point, seed) for seed in g.seeds], len(g.seeds)) for g in plan.groups()]
     choices = [[(f.name, level) for level in f.values] for f in space.factors
                if not f.continuous and set(f.keys) & set(SPEED_KEYS)]
     configs = []
@@ -150,7 +154,7 @@ def _trial_configs(plan) -> list[list[dict[str, Any]]]:
         for name, level in combo:
             set_factor(config, name, level)
         configs.append(config)
-    return [configs] * plan.num_trials
+    return [(configs, len(plan.sample_seeds))] * plan.num_trials
 
 
 def _find(rows: list[dict[str, Any]], shape: dict[str, Any]) -> dict[str, Any] | None:

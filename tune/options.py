@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-__all__ = ["RunOptions", "RunError", "default_gpu_share", "SHARED_GPU"]
+__all__ = ["RunOptions", "RunError", "default_gpu_share", "SHARED_GPU", "FUSE"]
 
 SHARED_GPU = 0.25  # four trials to a card, where sharing pays
 MAX_RESOURCE = 1_000_000  # CPUs or GPUs: far above any cluster, far below what Ray's resource accounting holds
 PROGRESS = ("line", "table")  # the runner's one-line progress, or Tune's table every 30 s
 LOGGERS = ("mlflow",)  # --log-to: loggers besides Tune's own CSV, JSON and TensorBoard files
-MAX_FUSED = 64  # --fuse: trials in one stacked network, far above what one GPU's memory holds at any width
+FUSE = ("auto", "on", "off")  # --fuse: a trial's seeds as one stacked network (auto: on a GPU)
 
 
 def default_gpu_share(*, mps: bool, cuda_graph: bool) -> float:
@@ -40,8 +40,9 @@ class RunOptions:
     SPACE-BUDGET-TIME); `resume` finishes the experiment `name`. The data under `data_dir`
     (downloaded when missing, if `download`). `command` is recorded as what started the run.
     `progress`: "line" (a line when something changed) or "table" (Tune's table); `log_to`: extra
-    loggers, e.g. ("mlflow",). `fuse`: up to this many trials that Tune placed on one GPU (one node's CPUs
-    without GPUs) and that share their network train fused in one process (tune/fusion.py).
+    loggers, e.g. ("mlflow",). `fuse`: whether a trial trains its seeds fused into one stacked network
+    ("on"), one after another ("off"), or fused where the trial has a GPU ("auto"; bench/RESULTS.md: on a
+    CPU fusing does not pay).
     Raises RunError (one line) for a value out of range."""
 
     cpus_per_trial: float = 1.0
@@ -62,7 +63,7 @@ class RunOptions:
     command: str | None = None
     progress: str = "line"
     log_to: tuple[str, ...] = ()
-    fuse: int | None = None
+    fuse: str = "auto"
 
     def __post_init__(self) -> None:
         _number("cpus_per_trial", self.cpus_per_trial, above=0, most=MAX_RESOURCE)
@@ -73,7 +74,6 @@ class RunOptions:
         _number("num_cpus", self.num_cpus, least=1, most=MAX_RESOURCE, integer=True)
         _number("max_concurrent", self.max_concurrent, least=1, integer=True)
         _number("max_failures", self.max_failures, least=0, integer=True)
-        _number("fuse", self.fuse, least=2, most=MAX_FUSED, integer=True)
         for name in ("resume", "dashboard", "download", "mps"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -90,21 +90,22 @@ class RunOptions:
             raise RunError(f"--progress must be one of {', '.join(PROGRESS)}, got {self.progress!r}")
         if isinstance(self.log_to, str) or not all(x in LOGGERS for x in self.log_to):
             raise RunError(f"--log-to takes {', '.join(LOGGERS)}, got {self.log_to!r}")
-        if self.fuse and self.gpus_per_trial is not None and self.gpus_per_trial >= 1:
-            raise RunError(f"--fuse fuses trials that share a GPU, but --gpus-per-trial {self.gpus_per_trial:g} gives each "
-                           f"a GPU of its own; use --gpus-per-trial {1 / self.fuse:.3g} (1/N), or leave it out")
+        if self.fuse not in FUSE:
+            raise RunError(f"--fuse must be one of {', '.join(FUSE)}, got {self.fuse!r}")
         if self.mps and self.address:
             raise RunError("--mps starts MPS for a local cluster; on an existing cluster (--address) start "
                            "`nvidia-cuda-mps-control -d` on each node before `ray start`")
 
     def trial_gpus(self, cluster_gpus: float, *, cuda_graph: bool = True) -> float:
-        """GPUs per trial on a cluster with `cluster_gpus`: as given, else 1/`fuse` or `default_gpu_share` when
-        it has any. `cuda_graph`: whether the trials' steps are CUDA graphs (the default on CUDA)."""
+        """GPUs per trial on a cluster with `cluster_gpus`: as given, else `default_gpu_share` when it has
+        any. `cuda_graph`: whether the trials' steps are CUDA graphs (the default on CUDA)."""
         if self.gpus_per_trial is not None:
             return self.gpus_per_trial
-        if self.fuse and cluster_gpus > 0:
-            return 1 / self.fuse  # a fused group fills one GPU
         return default_gpu_share(mps=self.mps, cuda_graph=cuda_graph) if cluster_gpus > 0 else 0.0
+
+    def fused(self, trial_gpus: float) -> bool:
+        """Whether a trial with `trial_gpus` trains its seeds fused."""
+        return self.fuse == "on" or (self.fuse == "auto" and trial_gpus > 0)
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)

@@ -1,25 +1,68 @@
 """What an experiment runs: a search space at a budget, with a search, a scheduler and its settings.
 
-Trial params follow the contract of `search_spaces.trial_config`: the budget-resolved base config
-(flat TrainConfig keys) plus `seed`, plus either the factor keys (grid and sample designs) or a
-`design_point` dict {label, factor, level} (one-at-a-time design).
+A Tune trial is a design point with its seeds (a `Group`): its params follow `search_spaces.group_params`,
+the budget-resolved base config (flat TrainConfig keys) plus either the factor keys (grid and sample designs)
+or a `design_point` dict {label, factor, level} (one-at-a-time design), plus `seeds` and, for a fixed
+design, `group` (the trial's folder name). Each seed trains as the trial of that seed would alone.
 """
 from __future__ import annotations
 
 import itertools
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnnsearch.config import MAX_SEED, TrainConfig
-from search_spaces import (MAX_TRIALS, SCHEDULERS, SETTINGS, ExperimentRecord, Scheduler, SearchSpace, SpaceError,
-                           jsonable)
+from search_spaces import (MAX_TRIALS, SCHEDULERS, SETTINGS, DesignPoint, ExperimentRecord, Scheduler, SearchSpace,
+                           SpaceError, jsonable, level_label)
 
-__all__ = ["Plan", "SEARCHES"]
+__all__ = ["Plan", "Group", "SEARCHES", "group_folder"]
 
 SEARCHES = ("grid", "random", "optuna")
 LISTED = 1_000  # trials --dry-run lists one by one
+MAX_SEEDS = 1_000  # --max-seeds: far above what any study runs per point
+
+
+@dataclass(frozen=True)
+class Group:
+    """One Tune trial of a fixed design: design `point` trained with `seeds`, in `wave` (1 unless adaptive
+    replication added it), the `index`-th group of the plan. `name` is its folder in the experiment."""
+
+    point: DesignPoint
+    seeds: tuple[int, ...]
+    wave: int = 1
+    index: int = 0
+
+    @property
+    def name(self) -> str:
+        label = self.point.label if self.point.label != "base" else "base"
+        return f"w{self.wave}-{self.index:03d}_{_words(label)}_s{_seed_words(self.seeds)}"
+
+
+def group_folder(config: Mapping[str, Any], trial_id: str, factors: tuple[str, ...] = ()) -> str:
+    """The folder of a trial with `config` (its params): a fixed design's group name, else
+    MODEL_LEVELS_sSEEDS_ID for a sampled draw of `factors` (the id keeps it unique)."""
+    if isinstance(config.get("group"), str):
+        return config["group"]
+    levels = ",".join(f"{k}={v:.3g}" if isinstance(v, float) else
+                      (level_label(v) if isinstance(v, Mapping) else f"{k}={level_label(v)}")
+                      for k, v in config.items() if k in factors)
+    seeds = config.get("seeds") or [config.get("seed", 0)]
+    return f"{_words('_'.join(p for p in (config.get('model', 'model'), levels) if p))}_s{_seed_words(seeds)}_{trial_id}"
+
+
+def _words(text: str) -> str:
+    text = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace(",", "-"), text)  # [3,3,3,3] -> 3-3-3-3
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:100]
+
+
+def _seed_words(seeds) -> str:
+    """0-3 for consecutive seeds, else 0+2+5."""
+    seeds = list(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return "+".join(str(s) for s in seeds)
 
 
 @dataclass(frozen=True)
@@ -29,8 +72,10 @@ class Plan:
     ones), stopped by `scheduler` (a `search_spaces.SCHEDULERS` name; None: the space's, FIFO for the
     spaces that check claims) with the budget's settings
     overridden by `settings` (e.g. {"grace_period": 1}). `dataset` replaces the space's data set;
-    `seed` is the training seed of every sampled trial (default: the space's first) and the
-    searcher's seed. Raises SpaceError (one line) for a combination that cannot run.
+    `seed` is the training seed of every sampled trial (default: the space's seeds) and the
+    searcher's seed. `until_decided`: adaptive replication, after the plan's trials (wave 1) more seeds
+    for the points whose claims are undecided, wave after wave, up to `max_seeds` per point (default:
+    four times the space's seeds). Raises SpaceError (one line) for a combination that cannot run.
 
         Plan(load_space("ablation"), "smoke", scheduler="fifo")
     """
@@ -43,6 +88,8 @@ class Plan:
     dataset: str | None = None
     seed: int | None = None
     settings: Mapping[str, int] = field(default_factory=dict)
+    until_decided: bool = False
+    max_seeds: int | None = None
 
     def __post_init__(self) -> None:
         sampled = self.space.design == "sample"
@@ -81,6 +128,21 @@ class Plan:
             problem = setting.problem(value, self.epochs)
             if problem:
                 raise SpaceError(f"{setting.flag} {problem}")
+        if self.max_seeds is not None and (isinstance(self.max_seeds, bool) or not isinstance(self.max_seeds, int)
+                                           or not 1 <= self.max_seeds <= MAX_SEEDS):
+            raise SpaceError(f"--max-seeds must be an integer in [1, {MAX_SEEDS}], got {self.max_seeds!r}")
+        if self.max_seeds is not None and not self.until_decided:
+            raise SpaceError("--max-seeds bounds adaptive replication; add --until-decided (or drop --max-seeds)")
+        if self.until_decided:
+            if sampled:
+                raise SpaceError(f"{self.space.path.name}: --until-decided adds seeds to the points of a fixed design's "
+                                 "claims; a sampled design has none")
+            if self.scheduler_entry.stops_early:
+                raise SpaceError(f"--until-decided judges claims at the last epoch; use --scheduler fifo, not "
+                                 f"{self.scheduler}")
+            if self.seed_cap < len(self.base_seeds):
+                raise SpaceError(f"--max-seeds {self.max_seeds} is below the {len(self.base_seeds)} seeds the first "
+                                 f"wave runs on the base point; use at least {len(self.base_seeds)}")
         if self.dataset is not None:
             try:
                 TrainConfig.from_dict(self.base_config())
@@ -99,9 +161,17 @@ class Plan:
 
     @property
     def num_trials(self) -> int:
+        """Tune trials of the first wave: design points (each with its seeds), or sampled draws."""
         if self.space.design == "sample":
             return self.num_samples
-        return self.space.num_trials(self.budget)
+        return self.space.num_points
+
+    @property
+    def num_runs(self) -> int:
+        """Seed runs of the first wave (a trial trains one per seed)."""
+        if self.space.design == "sample":
+            return self.num_samples * len(self.sample_seeds)
+        return sum(len(g.seeds) for g in self.groups())
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -112,6 +182,23 @@ class Plan:
     def base_seeds(self) -> tuple[int, ...]:
         """The seeds the base point of a one-at-a-time design runs (`seeds` and any more)."""
         return self.space.base_seeds_for(self.budget)
+
+    @property
+    def sample_seeds(self) -> tuple[int, ...]:
+        """The seeds each draw of a sampled design trains: `seed`, else the space's."""
+        return (self.seed,) if self.seed is not None else self.seeds
+
+    @property
+    def seed_cap(self) -> int:
+        """The most seeds adaptive replication gives a point."""
+        return self.max_seeds if self.max_seeds is not None else 4 * len(self.seeds)
+
+    @property
+    def max_runs(self) -> int:
+        """Seed runs at most: the first wave, or every point at `seed_cap` with --until-decided."""
+        if self.until_decided:
+            return self.space.num_points * self.seed_cap
+        return self.num_runs
 
     @property
     def scheduler_entry(self) -> Scheduler:
@@ -125,16 +212,22 @@ class Plan:
 
     def base_config(self) -> dict[str, Any]:
         """The base point's flat config at this budget, with the runner's overrides (a fresh dict)."""
-        seed = self.seed if self.seed is not None and self.space.design == "sample" else self.seeds[0]
+        seed = self.sample_seeds[0] if self.space.design == "sample" else self.seeds[0]
         return self._override(self.space.config(self.budget, None, seed))
 
-    def trial_configs(self) -> set[str] | None:
-        """Every trial's flat config as sorted JSON (None for a sampled design, whose trials are draws):
-        what --resume compares Tune's saved trials with."""
+    def config(self, point: DesignPoint | None, seed: int) -> dict[str, Any]:
+        """The flat config of `point` (None: the base) trained with `seed`."""
+        return self._override(self.space.config(self.budget, point, seed))
+
+    def groups(self, wave: int = 1, start: int = 0) -> list[Group]:
+        """The trials of a fixed design's first wave: each point with its seeds (the base point of a
+        one-at-a-time design with `base_seeds`), in the space's order."""
         if self.space.design == "sample":
-            return None
-        return {json.dumps(self._override(self.space.config(self.budget, point, seed)), sort_keys=True)
-                for point, seed in self.space.trials(self.budget)}
+            raise SpaceError(f"{self.space.path.name}: design sample draws its trials; it has no fixed list")
+        points = self.space.points()
+        base = self.space.design == "one_at_a_time"
+        return [Group(point, self.base_seeds if base and i == 0 else self.seeds, wave, start + i)
+                for i, point in enumerate(points)]
 
     def _override(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "dataset": self.dataset} if self.dataset else config
@@ -148,52 +241,60 @@ class Plan:
             metric=space.metric, mode=space.mode, seeds=self.seeds,
             base_seeds=self.base_seeds if self.base_seeds != self.seeds else (),
             points=tuple(space.points()) if space.design != "sample" else None, space_path=str(space.path),
-            description=space.description, source=space.source, budget=self.budget, num_trials=self.num_trials,
+            description=space.description, source=space.source, budget=self.budget, num_trials=self.num_runs,
             dataset=self.dataset_name, scheduler=self.scheduler, settings=self.scheduler_settings, search=self.search,
             **run)
 
     # What Tune gets -----------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
-        """What every trial shares; a sampled design's factors are Tune domains here, a fixed design's
-        trials are `trial_params()`, which tune.trials.TrialList hands to Tune one by one."""
+        """What every trial shares (the base config without its seed); a sampled design's factors are Tune
+        domains here and its `seeds` fixed; a fixed design's trials are `group_params`, which
+        tune.trials.TrialList hands to Tune one by one."""
         # Ray is imported here, not at the top: the runner sets Ray's environment (RAY_AUTH_MODE for
         # --address) after parsing its arguments, and Ray reads it once, at import.
         from ray import tune as ray_tune
 
         space, base = self.space, self.base_config()
+        del base["seed"]
         if space.design == "sample":
+            base["seeds"] = list(self.sample_seeds)
             for factor in space.factors:
                 base[factor.name] = _domain(factor.distribution) if factor.distribution else ray_tune.choice(list(factor.levels))
         return base
 
-    def trial_params(self) -> list[dict[str, Any]]:
-        """What each trial of a fixed design adds to `param_space()`, in the order they start: `seed`, and
-        `design_point` (one_at_a_time) or the factors' levels (grid). A list, not Tune's grid_search,
-        because the base point may run more seeds than the others (`base_seeds`)."""
-        if self.space.design == "sample":
-            raise SpaceError(f"{self.space.path.name}: design sample draws its trials; it has no fixed list")
-        if self.space.design == "one_at_a_time":
-            return [{"seed": seed, "design_point": point.param()} for point, seed in self.space.trials(self.budget)]
-        return [{"seed": seed, **jsonable(dict(point.values))} for point, seed in self.space.trials(self.budget)]
+    def group_params(self, group: Group) -> dict[str, Any]:
+        """What a fixed design's trial adds to `param_space()`: `seeds`, `group` (its folder) and
+        `design_point` (one_at_a_time) or the factors' levels (grid)."""
+        point = group.point
+        levels = {"design_point": point.param()} if self.space.design == "one_at_a_time" else \
+            jsonable(dict(point.values))
+        return {"seeds": list(group.seeds), "group": group.name, **levels}
 
-    def describe(self) -> list[str]:
+    def describe(self, groups: list[Group] | None = None) -> list[str]:
         """Lines for --dry-run: one per trial, then the total."""
+        runs = f"{self.num_runs} seed run(s) of {self.epochs} epoch(s) at most, {self.num_runs * self.epochs} epochs"
         lines = [f"space {self.space.name} ({self.space.path}): {self.space.description}",
-                 f"design {self.space.design}, budget {self.budget}, {self.num_trials} trial(s), "
-                 f"{self.epochs} epoch(s) each at most, {self.num_trials * self.epochs} epochs in total at most"]
+                 f"design {self.space.design}, budget {self.budget}, {self.num_trials} trial(s) (a point with its "
+                 f"seeds each): {runs} in total at most"]
+        if self.until_decided:
+            lines.append(f"until decided: the trials below are wave 1; later waves add {len(self.seeds)} seed(s) to "
+                         f"each point of an undecided claim, up to {self.seed_cap} per point: at most "
+                         f"{self.max_runs} seed runs, {self.max_runs * self.epochs} epochs")
         if self.space.design == "sample":
             lines.append(f"base: {_compact(self.base_config())}")
             for factor in self.space.factors:
                 drawn = f"{factor.distribution[0]}{list(factor.distribution[1])}" if factor.distribution else f"choice{list(factor.levels)}"
                 lines.append(f"  {factor.name} ~ {drawn}")
-            lines.append(f"{self.num_samples} draws by {self.search} search")
+            lines.append(f"{self.num_samples} draws by {self.search} search, each trained with seed(s) "
+                         f"{', '.join(map(str, self.sample_seeds))}")
             return lines
         base = self.base_config()
         lines.append(f"base: {_compact(base)}")
-        for i, (point, seed) in enumerate(itertools.islice(self.space.trials(self.budget), LISTED)):
-            config = self._override(self.space.config(self.budget, point, seed))
+        for i, group in enumerate(itertools.islice(groups or self.groups(), LISTED)):
+            config = self.config(group.point, group.seeds[0])
             changed = {k: v for k, v in config.items() if k != "seed" and base.get(k) != v}
-            lines.append(f"  {i + 1:3d}. {point.label} seed={seed}" + (f": {_compact(changed)}" if changed else ""))
+            lines.append(f"  {i + 1:3d}. {group.point.label} seeds {', '.join(map(str, group.seeds))}"
+                         + (f": {_compact(changed)}" if changed else ""))
         if self.num_trials > LISTED:
             lines.append(f"  ... and {self.num_trials - LISTED:,} more")
         return lines

@@ -3,6 +3,7 @@
     python -m tune.run --space ablation                 # report E's ablation, budget chosen for this machine
     python -m tune.run --space ablation --dry-run       # the trials, a data check and the estimated time
     python -m tune.run --space my_space.yaml --budget full --gpus-per-trial 0.25
+    python -m tune.run --space ablation --until-decided    # more seeds, wave by wave, until the claims are decided
     python -m tune.run --space ablation --name NAME --resume
     python -m tune.run --space search --search optuna --num-samples 40 --address ray://head:10001
 
@@ -24,13 +25,13 @@ __all__ = ["main", "build_parser"]
 
 PROG = "python -m tune.run"
 TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cluster token
-ASK_ABOVE = 1_000  # trials: a larger plan runs only with --yes
+ASK_ABOVE = 1_000  # seed runs: a larger plan runs only with --yes
 
 
 def build_parser() -> ArgumentParser:
     from search_spaces import BUDGETS, DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
-    from .options import LOGGERS, PROGRESS, RunOptions
+    from .options import FUSE, LOGGERS, PROGRESS, RunOptions
     from .plan import SEARCHES
 
     p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
@@ -41,7 +42,7 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     g.add_argument("--budget", default="auto", choices=("auto", *BUDGETS), help="auto: full with a GPU, cpu without")
     g.add_argument("--dry-run", action="store_true", help="print the trials, check the data, estimate the time, and exit")
-    g.add_argument("--yes", action="store_true", help=f"run a plan of more than {ASK_ABOVE:,} trials without asking")
+    g.add_argument("--yes", action="store_true", help=f"run a plan of more than {ASK_ABOVE:,} seed runs without asking")
     g = p.add_argument_group("search")
     g.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="; ".join(f"{s.name} {s.about}" for s in SCHEDULERS.values()) +
@@ -52,6 +53,15 @@ def build_parser() -> ArgumentParser:
         takers = " and ".join(s.title for s in SCHEDULERS.values() if setting.name in s.keys)
         g.add_argument(setting.flag, type=int, help=f"{takers}: {setting.help}")
     g.add_argument("--seed", type=int, help="sampled spaces: training seed of every trial (and the searcher's seed)")
+    g = p.add_argument_group("seeds")
+    g.add_argument("--until-decided", action="store_true",
+                   help="adaptive replication: after the plan's trials (wave 1), judge the claims and give more seeds to "
+                        "the points of undecided ones, wave after wave, until each is decided or hopeless")
+    g.add_argument("--max-seeds", type=int, help="with --until-decided: the most seeds a point gets (default: 4 x the "
+                                                 "space's seeds)")
+    g.add_argument("--fuse", choices=FUSE, default=RunOptions.fuse,
+                   help="a trial's seeds as one stacked network (on), one after another (off), or fused where the trial "
+                        "has a GPU (auto: on a CPU fusing does not pay)")
     g = p.add_argument_group("resources")
     g.add_argument("--cpus-per-trial", type=float, default=RunOptions.cpus_per_trial)
     g.add_argument("--gpus-per-trial", type=float,
@@ -62,9 +72,6 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--num-cpus", type=int, help="CPUs for a local cluster (default: all)")
     g.add_argument("--mps", action="store_true",
                    help="run NVIDIA MPS while the experiment runs, so trials sharing a GPU run at once (local clusters)")
-    g.add_argument("--fuse", type=int, metavar="N",
-                   help="train up to N trials that share a GPU and a network (seeds, optimizer settings) as one stacked "
-                        "network in one process; Tune still reports and stops each (e.g. --gpus-per-trial 0.25 --fuse 4)")
     g.add_argument("--address", help="an existing Ray cluster, e.g. auto or ray://HEAD:10001")
     g = p.add_argument_group("results")
     g.add_argument("--storage", default=RunOptions.storage,
@@ -118,7 +125,8 @@ def _main(argv: list[str] | None) -> int:
         budget = args.budget if args.budget != "auto" else ("full" if gpus_here else "cpu")
         plan = Plan(space=space, budget=budget, search=args.search, scheduler=args.scheduler,
                     num_samples=args.num_samples, dataset=args.dataset, seed=args.seed,
-                    settings={k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None})
+                    settings={k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None},
+                    until_decided=args.until_decided, max_seeds=args.max_seeds)
     except (RunError, SpaceError) as exc:
         fail(str(exc), prog=PROG)
     if args.budget == "auto":
@@ -126,8 +134,8 @@ def _main(argv: list[str] | None) -> int:
 
     if args.dry_run:
         return _dry_run(plan, options, args)
-    if plan.num_trials > ASK_ABOVE and not args.yes and not args.resume:
-        fail(f"this plan runs {plan.num_trials:,} trials of up to {plan.epochs} epochs ({plan.num_trials * plan.epochs:,} "
+    if plan.max_runs > ASK_ABOVE and not args.yes and not args.resume:
+        fail(f"this plan runs {plan.max_runs:,} seed runs of up to {plan.epochs} epochs ({plan.max_runs * plan.epochs:,} "
              f"epochs at most); pass --yes to run it, or --dry-run to list them", prog=PROG)
 
     from .experiment import Interrupted, run_experiment
@@ -193,8 +201,11 @@ def _summary(result, plan, args: argparse.Namespace, argv: list[str]) -> int:
         best = result.best
         at = f" (its best epoch, {best.epoch} of {best.epochs}; last epoch {best.last:.4f})" \
             if best.epoch is not None else ""
-        print(f"best trial: {best.metric} {best.value:.4f}{at}; config differs from the base in {best.changes or 'nothing'}")
+        print(f"best trial: {best.metric} {best.value:.4f}, its seeds' mean{at}; config differs from the base in "
+              f"{best.changes or 'nothing'}")
     print(f"{result.trials} trials, {result.errors} errored; results in {result.path}")
+    if result.stopped:
+        print(f"seeds: stopped adding them: {result.stopped}")
     print(f"next: python -m analysis report {result.path}")
     if result.errors:
         print(f"some trials errored; `{_resume_command(argv, plan.budget, os.path.basename(result.path))}` retries them",

@@ -6,19 +6,18 @@ in which trials start (whole replicates first, search_spaces.SearchSpace.trials)
 """
 from __future__ import annotations
 
-import pickle
+import json
 from typing import Any
 
 from ray.tune.search import Searcher
-
-from .state import UnsafeState, inspect_pickle
 
 __all__ = ["TrialList"]
 
 
 class TrialList(Searcher):
     """Suggests `params[0]`, `params[1]`, ... (each merged by Tune into the shared param space), then
-    FINISHED. Its saved state is how many it has handed out; the list itself travels in tuner.pkl."""
+    FINISHED. Its saved state (JSON) is how many it has handed out; --resume never reads it (the runner
+    builds the list of what is left from its own ledger)."""
 
     def __init__(self, params: list[dict[str, Any]], metric: str, mode: str) -> None:
         super().__init__(metric=metric, mode=mode)
@@ -38,17 +37,9 @@ class TrialList(Searcher):
         pass  # the list does not depend on results
 
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"handed": self.handed}, f)
+        with open(checkpoint_path, "w") as f:
+            json.dump({"handed": self.handed}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            data = f.read()
-        try:
-            inspect_pickle(data)  # tune.state checked it before Tune started; a plain dict is all it may be
-        except UnsafeState as exc:
-            raise ValueError(f"{checkpoint_path} {exc}") from None
-        state = pickle.loads(data)
-        if not isinstance(state, dict) or not isinstance(state.get("handed"), int):
-            raise ValueError(f"{checkpoint_path} is not a TrialList state")
-        self.handed = min(state["handed"], len(self.params))
+        with open(checkpoint_path) as f:
+            self.handed = min(int(json.load(f)["handed"]), len(self.params))

@@ -12,6 +12,8 @@ from __future__ import annotations
 # Imported for their side effect: each family module registers its variants.
 from . import basecnn, densenet, mobilenet, resnet, se_resnet  # noqa: F401
 from .describe import describe_model
-from .registry import build_model, list_models, model_options, register_model, variant
+from .registry import build_model, count_parameters, list_models, model_options, register_model, variant
 
-__all__ = ["build_model", "describe_model", "list_models", "model_options", "register_model", "variant"]
+__all__ = [
+    "build_model", "count_parameters", "describe_model", "list_models", "model_options", "register_model", "variant",
+]

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-from ..config import MODEL_OPTION_KEYS
-
 __all__ = [
     "DATA_ARGS",
+    "OPTION_NAMES",
     "STEM_KERNELS",
     "ClassifierHead",
     "ModelArgs",
@@ -49,9 +48,9 @@ DATA_ARGS = ("num_classes", "in_channels", "image_size")
 @dataclass(frozen=True)
 class ModelArgs:
     """The keyword arguments of every family, declared once: the data arguments and the options
-    (`cnnsearch.config.MODEL_OPTION_KEYS`) with the defaults every family shares. A family takes all
-    options or names the few it takes (`options` on its class); `blocks_per_stage` has no shared
-    default: each variant gives its depth table (`registry.variant`)."""
+    (`OPTION_NAMES`) with the defaults every family shares. A family takes all options or names the
+    few it takes (`options` on its class); `blocks_per_stage` has no shared default: each variant
+    gives its depth table (`registry.variant`)."""
 
     num_classes: int
     in_channels: int = 3
@@ -65,7 +64,7 @@ class ModelArgs:
     @classmethod
     def check(cls, family: type, arguments: Mapping[str, object], *, num_stages: int | None = None) -> ModelArgs:
         """`arguments` of `family`'s constructor, checked; `num_stages` for a family with stages."""
-        takes = getattr(family, "options", MODEL_OPTION_KEYS)
+        takes = getattr(family, "options", OPTION_NAMES)
         unexpected = sorted(set(arguments) - {*DATA_ARGS, *takes})
         if unexpected:
             raise TypeError(f"{family.__name__} takes {', '.join((*DATA_ARGS, *takes))}; got {', '.join(unexpected)}")
@@ -84,9 +83,15 @@ class ModelArgs:
         return dataclasses.replace(args, **checked)
 
 
+# The options, in declaration order. Read off `ModelArgs` rather than imported from `cnnsearch.config`
+# (whose MODEL_OPTION_KEYS forwards the same keys; tests/test_models.py checks they agree), so that the
+# models never import the config, which asks the models whether a configuration builds.
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ModelArgs) if f.name not in DATA_ARGS)
+
+
 def option_defaults(family: type) -> dict[str, object]:
-    """The options `family` takes, mapped to the defaults `ModelArgs` declares (in MODEL_OPTION_KEYS order)."""
-    takes = getattr(family, "options", MODEL_OPTION_KEYS)
+    """The options `family` takes, mapped to the defaults `ModelArgs` declares (in OPTION_NAMES order)."""
+    takes = getattr(family, "options", OPTION_NAMES)
     return {f.name: f.default for f in dataclasses.fields(ModelArgs) if f.name in takes}
 
 
