@@ -24,7 +24,6 @@ from pyarrow import fs as pafs
 from cnnsearch.cli import redact
 from search_spaces import (
     CHECKPOINT_FILE,
-    LEDGER_FILE,
     METRICS,
     STATE_FILE,
     ExperimentRecord,

@@ -70,6 +70,8 @@ def throughput(data, rounds: int) -> None:
             results = [fit(configs[0], data)] if fused is None else fit_group(configs, data, fused=fused)
             walls[label].append(time.perf_counter() - start)
             rates[label].append(sum(r.history[0]["images_per_s"] for r in results))
+            print(f"  {label}: {rates[label][-1]:,.0f} images/s, {walls[label][-1]:.1f} s wall, "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
     alone = statistics.median(rates[CELLS[0][0]])
     print("| | training images/s (median) | rounds | vs 1 seed alone | wall s per round (median) |")
     print("|---|---:|---|---:|---:|")

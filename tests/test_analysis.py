@@ -73,8 +73,9 @@ claims:
 
 
 def result_lines(run: Path) -> dict[str, int]:
-    return {p.parent.name: sum(1 for line in p.read_text().splitlines() if line.strip())
-            for p in run.glob("*/result.json")}
+    """Each seed's reported epochs, by its folder (TRIAL/seed-N): a Tune trial is a point with its seeds."""
+    return {f"{p.parent.parent.name}/{p.parent.name}": sum(1 for line in p.read_text().splitlines() if line.strip())
+            for p in run.glob("*/seed-*/result.json")}
 
 
 def test_load_real_run_tables(tiny_run):
@@ -108,17 +109,18 @@ def test_load_real_run_tables(tiny_run):
 def test_half_written_trial_folders_are_skipped_with_warnings(tiny_run, tmp_path):
     run = tmp_path / "broken"
     shutil.copytree(tiny_run, run)
-    folders = sorted(p.parent for p in run.glob("*/result.json"))
-    truncated, orphan = folders[0], folders[1]
+    folders = sorted(p.parent for p in run.glob("*/seed-*/result.json"))
+    truncated, orphan = folders[0], folders[-1]
     text = (truncated / "result.json").read_text()
     (truncated / "result.json").write_text(text[: len(text) - 40])  # cut inside the last JSON line
     (orphan / "params.json").unlink()
     with pytest.warns(SkippedTrialWarning) as caught:
         exp = load_experiment(run)
     messages = " | ".join(str(w.message) for w in caught)
-    assert truncated.name in messages and "not JSON" in messages
-    assert orphan.name in messages and "params.json" in messages
-    assert len(exp.trials) == TRIALS - 2 and {truncated.name, orphan.name}.isdisjoint(exp.trials["folder"])
+    names = [f"{f.parent.name}/{f.name}" for f in (truncated, orphan)]
+    assert f"{names[0]}: result.json line" in messages and "not JSON" in messages
+    assert f"{names[1]}: no params.json" in messages
+    assert len(exp.trials) == TRIALS - 2 and set(names).isdisjoint(exp.trials["folder"])
     assert len(exp.skipped) == 2
 
 
@@ -779,7 +781,7 @@ def test_planted_checkpoint_runs_no_code_through_any_command(tiny_run, data_root
     run = tmp_path / "shared_run"
     shutil.copytree(tiny_run, run)
     marker = tmp_path / "code_ran"
-    planted = sorted(run.glob("*/checkpoint_*/state.pt"))
+    planted = sorted(run.glob("*/seed-*/checkpoint_*/state.pt"))
     assert planted, "the tiny run keeps checkpoints"
     for path in planted:
         plant_payload(path, marker)

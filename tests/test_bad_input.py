@@ -3,9 +3,9 @@
 `CASES` is the table: one row per case (command, arguments, a fragment of the one-line error, exit code),
 run in-process through each command's `main`. Paths in braces ({tmp}, {bomb}, ...) are made by the
 `inputs` fixture. The tests after the table need a real Ray run, signals or a full disk, and run the
-commands as subprocesses: a race for one experiment name, Ctrl-C and --resume, planted and damaged Tune
-state, SIGTERM of training, a full disk while checkpointing, a truncated checkpoint in a report and Ctrl-C
-of the analysis.
+commands as subprocesses: a race for one experiment name, Ctrl-C and --resume, pickles planted in an
+experiment folder and a damaged ledger or record, SIGTERM of training, a full disk while checkpointing, a
+truncated checkpoint in a report and Ctrl-C of the analysis.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ CASES = [
     ("cnnsearch.train", ["--epochs", "0"], "epochs must be >= 1", 2),
     # -- plans too large to run unasked, and grids too large to count by expanding them
     ("tune.run", ["--space", "search", "--budget", "smoke", "--num-samples", "5000"],
-     "this plan runs 5,000 trials of up to 2 epochs (10,000 epochs at most); pass --yes", 2),
+     "this plan runs 5,000 seed runs of up to 2 epochs (10,000 epochs at most); pass --yes", 2),
     ("tune.run", ["--space", "{million}", "--dry-run"], "1,000,000 design points (10 x 10 x 10 x 10 x 10 x 10 levels)", 2),
     # -- YAML that expands or nests without end
     ("tune.run", ["--space", "{bomb}"], "expands to over 100,000 values", 2),
@@ -89,8 +89,14 @@ CASES = [
     # -- damaged records and folders that are not experiments
     ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "corrupt", "--resume"],
      "corrupt is not a cnnsearch experiment (cnnsearch.json is not JSON", 2),
-    ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "record_only", "--resume"],
-     "has no Tune state (experiment_state-*.json)", 2),
+    ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "cut_ledger", "--resume"],
+     "cut_ledger: groups.json is damaged (", 2),
+    ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "odd_ledger", "--resume"],
+     "odd_ledger: groups.json is damaged (trial w1-000_dropout=0.0_s0 is not a ledger entry); it cannot be resumed", 2),
+    ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "other_space", "--resume"],
+     "other_space ran space ablation at budget smoke; pass --space ablation --budget smoke", 2),
+    ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "other_base", "--resume"],
+     "other_base ran with a different base, seeds, num_trials; resume with the flags and space file it ran with", 2),
     ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "record_only", "--resume", "--scheduler",
                   "fifo"], "ran with a different scheduler; resume with the flags and space file it ran with", 2),
     ("tune.run", ["--space", "{one}", *SMOKE, "--storage", "{tmp}", "--name", "record_only"], "already exists", 2),
@@ -123,7 +129,19 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     (tmp / "corrupt").mkdir()
     (tmp / "corrupt" / "cnnsearch.json").write_text('{"format": 2, "space": {"fact')  # cut short
     plan = Plan(load_space(DATA / "one_trial.yaml"), "smoke")
-    plan.record(command="python -m tune.run ... (written by the test)").write(str(tmp / "record_only"))
+    made = "python -m tune.run ... (written by the test)"
+    for name in ("record_only", "cut_ledger", "odd_ledger"):
+        plan.record(command=made).write(str(tmp / name))
+    (tmp / "cut_ledger" / "groups.json").write_text('{"groups": {"w1-000_dropout=0.0_s0": {"wave": 1, "lab')
+    (tmp / "odd_ledger" / "groups.json").write_text(json.dumps({"groups": {"w1-000_dropout=0.0_s0": {
+        "wave": 1, "label": "dropout=0.0", "seeds": [0], "status": "finished, honest"}}, "looks": []}))
+    # Records of other studies: another space, and this space's file with another base and two seeds.
+    Plan(load_space("ablation"), "smoke").record(command=made).write(str(tmp / "other_space"))
+    (tmp / "edited").mkdir()
+    edited = (DATA / "one_trial.yaml").read_text().replace("lr: 0.001", "lr: 0.01")
+    edited = edited.replace("seeds: [0]", "seeds: [0, 1]")
+    (tmp / "edited" / "one_trial.yaml").write_text(edited)
+    Plan(load_space(tmp / "edited" / "one_trial.yaml"), "smoke").record(command=made).write(str(tmp / "other_base"))
     _image_folder(tmp / "images")
     (tmp / "truncated").mkdir()
     (tmp / "truncated" / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\0" * 40)  # a zip header, then nothing
@@ -169,7 +187,10 @@ def test_bad_input_is_one_line(command, args, fragment, code, inputs, capsys):
 
 
 # ------------------------------------------------------------------------------- a real experiment
-RACE = ["--space", str(DATA / "uneven_trials.yaml"), *SMOKE, "--scheduler", "fifo", "--name", "race", "--num-cpus", "2"]
+# No GPU per trial, whatever the machine: its seeds then train on the CPU with 1 thread, as `_alone` does.
+RACE = ["--space", str(DATA / "uneven_trials.yaml"), *SMOKE, "--scheduler", "fifo", "--name", "race", "--num-cpus", "2",
+        "--gpus-per-trial", "0"]
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def _tune(*args: str) -> list[str]:
@@ -177,10 +198,41 @@ def _tune(*args: str) -> list[str]:
 
 
 def _results(exp: Path) -> dict[str, list[dict]]:
+    """Each seed's own rows (TRIAL/seed-N/result.json, one per epoch), by "TRIAL/seed-N"."""
     out = {}
-    for path in sorted(exp.glob("*/result.json")):
-        out[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for path in sorted(exp.glob("*/seed-*/result.json")):
+        out[f"{path.parent.parent.name}/{path.parent.name}"] = [json.loads(line) for line in
+                                                                path.read_text().splitlines() if line.strip()]
     return out
+
+
+def _ledger(exp: Path) -> dict[str, dict]:
+    """The runner's ledger (groups.json): each trial's folder -> {wave, label, seeds, status}."""
+    path = exp / "groups.json"
+    return json.loads(path.read_text())["groups"] if path.exists() else {}
+
+
+def _alone() -> dict[str, list[dict]]:
+    """What each seed of the race's space computes trained alone (`cnnsearch.engine.fit`, 1 thread, as a trial
+    of 1 CPU), by "TRIAL/seed-N"."""
+    import torch
+
+    from cnnsearch.config import TrainConfig
+    from cnnsearch.data import load_dataset
+    from cnnsearch.engine import fit
+    from search_spaces import load_space, seed_params, trial_config
+    from tune import Plan
+
+    plan = Plan(load_space(DATA / "uneven_trials.yaml"), "smoke", scheduler="fifo")
+    data = load_dataset(plan.dataset_name, download=False, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {f"{group.name}/seed-{p['seed']}": fit(TrainConfig.from_dict(trial_config(p)), data,
+                                                     device="cpu").history
+                for group in plan.groups() for p in seed_params({**plan.param_space(), **plan.group_params(group)})}
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +247,9 @@ def ray_env(data_root):
 @pytest.fixture(scope="module")
 def interrupted(ray_env, tmp_path_factory):
     """Two runs race for one --name; the winner is stopped with Ctrl-C (SIGINT to its process group,
-    as a terminal sends it) once a 1-epoch trial has finished, while the 25-epoch ones run. Returns both
-    runs' outcomes, the folder, and a copy of it taken before anything resumes it."""
+    as a terminal sends it) once the 1-epoch point's trial has ended (its ledger entry says so), while the
+    25-epoch point's runs. Returns both runs' outcomes, the folder, and a copy of it taken before anything
+    resumes it."""
     storage = tmp_path_factory.mktemp("race")
     logs = tmp_path_factory.mktemp("race_logs")
     # A storage URI with a credential in it (pyarrow's local filesystem ignores the query).
@@ -207,8 +260,8 @@ def interrupted(ray_env, tmp_path_factory):
     try:
         deadline = time.time() + 240
         while time.time() < deadline and any(p.poll() is None for p in runs) and not any(
-                rows and rows[-1]["status"] == "completed" for rows in _results(exp).values()):
-            time.sleep(0.2)
+                g["status"] == "terminated" for g in _ledger(exp).values()):
+            time.sleep(0.1)
         winners = [p for p in runs if p.poll() is None]
         assert len(winners) == 1, [(logs / f"{i}.err").read_text()[-2000:] for i in range(2)]
         os.killpg(winners[0].pid, signal.SIGINT)
@@ -233,24 +286,30 @@ def test_two_runs_cannot_share_one_name(interrupted):
     assert not any(SECRET in out + err for _, out, err in interrupted["outcomes"])
     record = (interrupted["snapshot"] / "cnnsearch.json").read_text()
     assert SECRET not in record and "secret_key=***" in record  # the command is kept, the credential is not
-    assert len(list(interrupted["snapshot"].glob("*/params.json"))) <= 4  # one run's trials, never two runs' pooled
+    # One run's 2 trials (a point with its 2 seeds each), never two runs' pooled.
+    assert len(_ledger(interrupted["snapshot"])) == 2
+    assert len(list(interrupted["snapshot"].glob("*/seed-*/params.json"))) <= 4
 
 
 def test_ctrl_c_exits_130_with_the_resume_command(interrupted):
     code, out, err = next(o for o in interrupted["outcomes"] if o[0] == 130)
     last = err.strip().splitlines()[-1]
-    state = json.loads(_newest_state(interrupted["snapshot"]).read_text())
-    finished = [json.loads(trial)["status"] for trial, _ in state["trial_data"]].count("TERMINATED")
-    assert last.startswith(f"python -m tune.run: interrupted (Ctrl-C): {finished} of 4 trials finished; finish it "
+    ledger = _ledger(interrupted["snapshot"])
+    finished = [g["status"] for g in ledger.values()].count("terminated")
+    assert last.startswith(f"python -m tune.run: interrupted (Ctrl-C): {finished} of 2 trials finished; finish it "
                            "with: python -m tune.run "), last
-    assert last.endswith("--budget smoke --name race --resume") and 0 < finished < 4
+    assert last.endswith("--budget smoke --name race --resume") and finished == 1  # the 1-epoch point's trial
     assert "?secret_key=***" in last  # a credential the user must give again, never printed
-    assert sum(1 for rows in _results(interrupted["snapshot"]).values() if len(rows) == 25) == 0  # long ones stopped
+    seeds = _results(interrupted["snapshot"])
+    assert sorted(len(rows) for rows in seeds.values())[:2] == [1, 1]  # the 1-epoch point's seeds
+    assert sum(1 for rows in seeds.values() if len(rows) == 25) == 0  # the 25-epoch point's were stopped
     assert "Tuner.restore" not in out + err  # not Tune's resume hint
     assert not any(line.startswith(("best trial:", "next: ")) for line in out.splitlines())  # not a success summary
 
 
 def test_resume_with_the_printed_command_restores_exactly(interrupted):
+    """The resume finishes the unfinished trial, each seed from its own checkpoint: every seed's rows are what
+    that seed computes trained alone and uninterrupted, each epoch once; the rows recorded before stay."""
     _, _, err = next(o for o in interrupted["outcomes"] if o[0] == 130)
     command = shlex.split(err.strip().splitlines()[-1].split("finish it with: ", 1)[1])
     before = _results(interrupted["snapshot"])
@@ -258,18 +317,13 @@ def test_resume_with_the_printed_command_restores_exactly(interrupted):
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _results(interrupted["exp"])
+    alone = _alone()
+    assert sorted(after) == sorted(alone) and sorted(len(rows) for rows in after.values()) == [1, 1, 25, 25]
     for name, rows in after.items():
-        # Tune may report an epoch twice: when the interrupt lands between an epoch's report and the
-        # snapshot that records its checkpoint, the trial resumes from the one before. CPU training is
-        # deterministic, so the repeat must be the same epoch again (analysis keeps the last of each).
-        first: dict[int, dict] = {}
-        for row in rows:
-            again = first.setdefault(row["epoch"], row)
-            assert {k: again[k] for k in ("train_loss", "val_loss", "val_acc")} == \
-                   {k: row[k] for k in ("train_loss", "val_loss", "val_acc")}, (name, row["epoch"])
-        assert sorted(first) == list(range(1, len(first) + 1)), name  # no epoch lost
-        assert rows[:len(before.get(name, []))] == before.get(name, []), name  # what was reported stays
-    assert sorted(len({r["epoch"] for r in rows}) for rows in after.values()) == [1, 1, 25, 25]
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)), name  # none lost, none twice
+        assert [{k: r[k] for k in METRICS} for r in rows] == [{k: r[k] for k in METRICS} for r in alone[name]], name
+        assert rows[:len(before.get(name, []))] == before.get(name, []), name  # what was recorded stays
+    assert {g["status"] for g in _ledger(interrupted["exp"]).values()} == {"terminated"}
 
 
 class _Payload:
@@ -289,53 +343,73 @@ def _code_payload(marker: Path) -> bytes:
     return ray.cloudpickle.dumps({"iterators": [lambda: os.system(f"touch {marker}")]})
 
 
-def _newest_state(folder: Path) -> Path:
-    return max(folder.glob("experiment_state-*.json"))
+def _plant(folder: Path, marker: Path) -> None:
+    """A payload in every pickle Tune keeps in an experiment folder (tuner.pkl, its searcher's and callbacks'
+    state, each trial's params.pkl) and in its JSON state as Tune's restore would read it (pickled results, hex)."""
+    payload = pickle.dumps(_Payload(marker))
+    for path in [folder / "tuner.pkl", *folder.glob("searcher-state-*"), folder / "callback-states-x.pkl",
+                 *folder.glob("*/params.pkl"), *(t.parent / "params.pkl" for t in folder.glob("*/seed-0"))]:
+        path.write_bytes(payload)
+    for path in folder.glob("search_gen_state-*"):
+        path.write_bytes(_code_payload(marker))
+    for path in folder.glob("experiment_state-*.json"):
+        state = json.loads(path.read_text())
+        for entry in state["trial_data"]:
+            trial = json.loads(entry[0])
+            trial["results"] = payload.hex()
+            entry[0] = json.dumps(trial)
+        path.write_text(json.dumps(state))
 
 
-def _edit_trial(folder: Path, change) -> None:
-    path = _newest_state(folder)
-    state = json.loads(path.read_text())
-    trial = json.loads(state["trial_data"][0][0])
-    change(trial)
-    state["trial_data"][0][0] = json.dumps(trial)
-    path.write_text(json.dumps(state))
+def test_resume_runs_no_code_planted_in_the_folder(interrupted, tmp_path):
+    """--resume reads the record, the ledger and the seeds' checkpoints (weights only), never a pickle: with a
+    payload planted in every pickle Tune keeps there, it still finishes the experiment and no payload runs."""
+    folder = tmp_path / "race"
+    shutil.copytree(interrupted["snapshot"], folder)
+    marker = tmp_path / "code_ran"
+    _plant(folder, marker)
+    pickle.loads((folder / "tuner.pkl").read_bytes())  # the payload works: unpickled, it leaves the marker
+    assert marker.exists()
+    marker.unlink()
+    resumed = subprocess.run(_tune(*RACE, "--storage", str(tmp_path), "--resume"), cwd=REPO, env=interrupted["env"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not marker.exists()
+    assert sorted(len(rows) for rows in _results(folder).values()) == [1, 1, 25, 25]
+
+
+def _edit_record(folder: Path, change) -> None:
+    record = json.loads((folder / "cnnsearch.json").read_text())
+    change(record)
+    (folder / "cnnsearch.json").write_text(json.dumps(record))
 
 
 DAMAGE = {
-    "state truncated": (lambda f, m: _newest_state(f).write_bytes(_newest_state(f).read_bytes()[:500]), "is damaged"),
-    "state deleted": (lambda f, m: _newest_state(f).unlink(), "has no Tune state"),
-    "searcher state deleted": (lambda f, m: [p.unlink() for p in f.glob("searcher-state-*")],
-                               "lacks the searcher's state"),
-    "tuner.pkl corrupt": (lambda f, m: (f / "tuner.pkl").write_bytes(b"\x80\x05garbage"), "tuner.pkl: it is not a whole"),
-    "cnnsearch.json corrupt": (lambda f, m: (f / "cnnsearch.json").write_text("{"), "is not a cnnsearch experiment"),
-    "tuner.pkl planted": (lambda f, m: (f / "tuner.pkl").write_bytes(pickle.dumps(_Payload(m))),
-                          "names posix.system"),
-    "planted pickle in the state": (lambda f, m: _edit_trial(f, lambda t: t.update(results=pickle.dumps(_Payload(m)).hex())),
-                                    "names posix.system"),
-    "planted searcher state": (lambda f, m: [p.write_bytes(pickle.dumps(_Payload(m)))
-                                             for p in f.glob("searcher-state-*")], "names posix.system"),
-    "planted code": (lambda f, m: [p.write_bytes(_code_payload(m)) for p in f.glob("search_gen_state-*")],
-                     "holds the code of a function '<lambda>'"),
-    "planted callback state": (lambda f, m: (f / "callback-states-x.pkl").write_bytes(pickle.dumps(_Payload(m))),
-                               "cnnsearch runs no callbacks"),
-    "empty trial params": (lambda f, m: _edit_trial(f, lambda t: t.update(config={})), "has params this experiment never"),
-    "foreign trial params": (lambda f, m: _edit_trial(f, lambda t: t["config"].update(lr=0.5)), "not one of this space"),
-    "trial folder outside": (lambda f, m: _edit_trial(f, lambda t: t.update(relative_logdir="../../x")),
-                             "not a folder name in the experiment"),
+    "groups.json cut short": (lambda f: (f / "groups.json").write_bytes((f / "groups.json").read_bytes()[:60]),
+                              "groups.json is damaged"),
+    "groups.json not a ledger": (lambda f: (f / "groups.json").write_text('["w1-000_epochs=1_s0+1"]'),
+                                 "groups.json is damaged"),
+    "groups.json entry with an unknown status": (
+        lambda f: (f / "groups.json").write_text((f / "groups.json").read_text().replace('"running"', '"resumable"')),
+        "groups.json is damaged (trial w1-001_epochs=25_s0+1 is not a ledger entry)"),
+    "cnnsearch.json corrupt": (lambda f: (f / "cnnsearch.json").write_text("{"), "is not a cnnsearch experiment"),
+    "cnnsearch.json deleted": (lambda f: (f / "cnnsearch.json").unlink(), "is not a cnnsearch experiment"),
+    "cnnsearch.json of another study": (lambda f: _edit_record(f, lambda r: r["space"]["base"].update(lr=0.002)),
+                                        "ran with a different base; resume with the flags and space file it ran with"),
 }
 
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_or_planted_state_is_refused_before_ray_reads_it(damage, interrupted, tmp_path, capsys):
-    """--resume restores exactly or refuses in one line; no code from the folder runs, nothing is written."""
+def test_a_damaged_ledger_or_record_is_refused_before_ray_starts(damage, interrupted, tmp_path, capsys):
+    """--resume restores exactly or refuses in one line; nothing is written, no pickle planted there is read."""
     from tune.run import main
 
     folder = tmp_path / "race"
     shutil.copytree(interrupted["snapshot"], folder)
     marker = tmp_path / "code_ran"
-    plant, fragment = DAMAGE[damage]
-    plant(folder, marker)
+    _plant(folder, marker)
+    change, fragment = DAMAGE[damage]
+    change(folder)
     before = _tree(folder)
     with pytest.raises(SystemExit) as exit_info:
         main([*RACE, "--storage", str(tmp_path), "--resume"])
@@ -345,34 +419,16 @@ def test_damaged_or_planted_state_is_refused_before_ray_reads_it(damage, interru
 
 
 def test_trainable_refuses_empty_or_unknown_params():
-    """What Tune runs when it restarts an experiment it could not restore: never a default ResNet-18."""
+    """What a trial trains comes from its params: empty ones, or a trial of one seed (this runner's trials are a
+    point with its seeds), are refused before anything trains (never a default ResNet-18); unknown keys too."""
     from search_spaces import SpaceError
-    from tune.trainable import train_trial
+    from tune.trainable import train_group
 
-    with pytest.raises(ValueError, match="refusing trial params"):
-        train_trial({}, data=None)
+    for params in ({}, {"seed": 0, "model": "basecnn"}):
+        with pytest.raises(ValueError, match="refusing trial params"):
+            train_group(params, data=None, storage="unused", name="unused")
     with pytest.raises(SpaceError, match="unknown key 'bogus'"):
-        train_trial({"seed": 0, "bogus": 1}, data=None)
-
-
-def test_a_restore_tune_cannot_do_stops_the_resume():
-    """Past the checks, a state Tune still fails to restore makes it log "Failed to restore the run
-    state" and restart the experiment as one empty trial: that log line is raised out of Tune."""
-    import inspect
-    import logging
-
-    from ray.tune.execution.tune_controller import TuneController
-
-    from tune import RunError
-    from tune.experiment import _tune_logs_checked
-
-    assert 'logger.exception("Failed to restore the run state.")' in inspect.getsource(TuneController.__init__)
-    with pytest.raises(RunError, match=r"Tune could not restore the experiment state \('runner_data'\)"):
-        with _tune_logs_checked():
-            try:
-                {}["runner_data"]
-            except KeyError:
-                logging.getLogger("ray.tune.execution.tune_controller").exception("Failed to restore the run state.")
+        train_group({"seeds": [0], "bogus": 1}, data=None, storage="unused", name="unused")
 
 
 def test_report_survives_a_truncated_checkpoint_and_ctrl_c_is_one_line(interrupted, tmp_path, capsys):
@@ -380,7 +436,9 @@ def test_report_survives_a_truncated_checkpoint_and_ctrl_c_is_one_line(interrupt
 
     folder = tmp_path / "race"
     shutil.copytree(interrupted["exp"], folder)
-    for path in folder.glob("*/checkpoint_*/state.pt"):
+    truncated = list(folder.glob("*/seed-*/checkpoint_*/state.pt"))
+    assert len(truncated) >= 4  # every seed's latest (and best) epoch
+    for path in truncated:
         path.write_bytes(path.read_bytes()[:1000])
     record = folder / "cnnsearch.json"  # as a record written before redaction would have it
     record.write_text(record.read_text().replace("secret_key=***", f"secret_key={SECRET}"))

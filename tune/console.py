@@ -21,13 +21,14 @@ from ray.tune import ProgressReporter
 from search_spaces import best_of, is_better, level_label
 
 from .estimate import estimate_line
-from .options import RunOptions
+from .options import RunError, RunOptions
 from .plan import Plan
 
 __all__ = ["ProgressLine", "trial_label", "Interrupted", "StopOnSignal", "environ", "print_plan", "watch_lines",
-           "reporter", "METRIC_COLUMNS"]
+           "reporter", "mlflow_logger", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc"]
+MLFLOW_DB = "mlflow.db"  # in --storage: every experiment there is one MLflow experiment
 
 
 class Interrupted(Exception):
@@ -124,6 +125,25 @@ def reporter(plan: Plan, options: RunOptions, trials: int):
     # Wide enough for a point label such as blocks_per_stage=[3,3,3,3] (Tune cuts at 20 by default).
     return ray_tune.CLIReporter(metric_columns=metrics, parameter_columns={**parameters, "seeds": "seeds"},
                                 max_report_frequency=30, max_column_length=40)
+
+
+def mlflow_logger(options: RunOptions, name: str, storage: str, filesystem) -> list:
+    """The loggers asked for with --log-to, besides Tune's own."""
+    callbacks = []
+    if "mlflow" in options.log_to:
+        try:
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+            import mlflow  # noqa: F401  (Ray imports it only when the run starts)
+        except ImportError:
+            raise RunError("--log-to mlflow needs MLflow: pip install -e '.[mlflow]'") from None
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if uri is None:
+            if filesystem.type_name != "local":
+                raise RunError(f"--log-to mlflow: --storage {storage} is not a local folder; set MLFLOW_TRACKING_URI "
+                               "to an MLflow server or database")
+            uri = f"sqlite:///{os.path.abspath(storage)}/{MLFLOW_DB}"
+        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, save_artifact=False))
+    return callbacks
 
 
 def watch_lines(exp_path: str, local: bool, callbacks: list, study: str | None) -> list[str]:

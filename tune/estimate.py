@@ -102,9 +102,11 @@ def estimate(plan, *, device: str, concurrent: int, gpu_share: float = 1.0, mps:
     likely_s = likely_epochs = None
     rungs = plan.scheduler_entry.rungs(plan.epochs, plan.scheduler_settings)
     if rungs:
-        likely_epochs = _halving_epochs(len(trials), rungs, plan.epochs, plan.scheduler_settings["reduction_factor"])
-        mean_epoch_s = sum(s for _, s, _ in trials) / len(trials)
-        likely_s = EXPERIMENT_OVERHEAD_S + (likely_epochs * mean_epoch_s + len(trials) * TRIAL_OVERHEAD_S) / concurrent
+        trial_epochs = _halving_epochs(len(trials), rungs, plan.epochs, plan.scheduler_settings["reduction_factor"])
+        mean_epoch_s = sum(s for _, s, _ in trials) / len(trials)  # a trial's epoch: all its seeds'
+        likely_s = EXPERIMENT_OVERHEAD_S + (trial_epochs * mean_epoch_s + len(trials) * TRIAL_OVERHEAD_S) / concurrent
+        # Seed epochs, as `epochs` counts them: a stopped trial stops all its seeds.
+        likely_epochs = round(trial_epochs * sum(seeds for _, _, seeds in trials) / len(trials))
     return Estimate(most, epochs, likely_s, likely_epochs, concurrent, table["source"])
 
 

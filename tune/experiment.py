@@ -18,7 +18,6 @@ uninterrupted run's.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -37,7 +36,7 @@ from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, Re
                            locate_folder, seed_params, trial_config)
 
 from .cluster import MPSError, claim_folder, mps_daemon, start_ray
-from .console import Interrupted, StopOnSignal, environ, print_plan, reporter, watch_lines
+from .console import Interrupted, StopOnSignal, environ, mlflow_logger, print_plan, reporter, watch_lines
 from .estimate import concurrency
 from .options import RunError, RunOptions
 from .plan import Group, Plan, group_folder
@@ -45,7 +44,6 @@ from .trainable import train_group
 
 __all__ = ["run_experiment", "RunResult", "BestTrial", "Interrupted", "LEDGER_FILE"]
 
-MLFLOW_DB = "mlflow.db"  # in --storage: every experiment there is one MLflow experiment
 OPTUNA_DB = "optuna.db"  # in the experiment folder, for optuna-dashboard
 
 
@@ -181,7 +179,7 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
         {"cpu": options.cpus_per_trial, "gpu": gpus})
     local = filesystem.type_name == "local"
     study = f"{exp_path}/{OPTUNA_DB}" if plan.search == "optuna" and local else None
-    loggers = _loggers(options, name, storage, filesystem)
+    loggers = mlflow_logger(options, name, storage, filesystem)
     print_plan(plan, options, context, gpus, concurrent, exp_path, cluster,
                watch_lines(exp_path, local, loggers, study), fused)
     if not options.resume:
@@ -355,25 +353,6 @@ def _check_fusable(plan: Plan) -> None:
                            "train the seeds one after another (--fuse off)")
 
 
-def _loggers(options: RunOptions, name: str, storage: str, filesystem: pafs.FileSystem) -> list:
-    """The loggers asked for with --log-to, besides Tune's own."""
-    callbacks = []
-    if "mlflow" in options.log_to:
-        try:
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-            import mlflow  # noqa: F401  (Ray imports it only when the run starts)
-        except ImportError:
-            raise RunError("--log-to mlflow needs MLflow: pip install -e '.[mlflow]'") from None
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if uri is None:
-            if filesystem.type_name != "local":
-                raise RunError(f"--log-to mlflow: --storage {storage} is not a local folder; set MLFLOW_TRACKING_URI "
-                               "to an MLflow server or database")
-            uri = f"sqlite:///{os.path.abspath(storage)}/{MLFLOW_DB}"
-        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name, save_artifact=False))
-    return callbacks
-
-
 @contextlib.contextmanager
 def _tune_hints_dropped():
     """Tune's log without its resume hint (`Tuner.restore(...)`, not this project's command) and its warning,
@@ -393,12 +372,6 @@ def _tune_hints_dropped():
             logger.removeFilter(keep)
 
 
-# ------------------------------------------------------------------------------------------ resume
-# What --resume compares between the record and the plan the command line gives.
-_STUDY_KEYS = ("space", "design", "base", "factors", "points", "seeds", "metric", "mode", "budget", "epochs",
-               "num_trials", "dataset", "scheduler", "search")
-
-
 def _check_resume(filesystem: pafs.FileSystem, exp_path: str, plan: Plan) -> None:
     """--resume needs the record of the same study, run the same way."""
     try:
@@ -408,17 +381,10 @@ def _check_resume(filesystem: pafs.FileSystem, exp_path: str, plan: Plan) -> Non
     if (saved.space, saved.budget) != (plan.space.name, plan.budget):
         raise RunError(f"--resume: {exp_path} ran space {saved.space} at budget {saved.budget}; "
                        f"pass --space {saved.space} --budget {saved.budget}")
-    was, now = _study(saved.to_json()), _study(plan.record().to_json())
-    differ = [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
+    differ = plan.differs_from(saved)
     if differ:
         raise RunError(f"--resume: {exp_path} ran with a different {', '.join(differ)}; resume with the flags and "
                        f"space file it ran with: {saved.command or 'see its cnnsearch.json'}")
-
-
-def _study(record: dict[str, Any]) -> dict[str, Any]:
-    space = record["space"]
-    return {**{k: space.get(k) for k in ("design", "base", "factors", "points", "seeds", "metric", "mode")},
-            "space": space.get("name"), **{k: record.get(k) for k in _STUDY_KEYS if k in record and k != "space"}}
 
 
 # ------------------------------------------------------------------------------------------ output

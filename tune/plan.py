@@ -245,6 +245,11 @@ class Plan:
             dataset=self.dataset_name, scheduler=self.scheduler, settings=self.scheduler_settings, search=self.search,
             **run)
 
+    def differs_from(self, record: ExperimentRecord) -> list[str]:
+        """What of the study `record` says ran differs from this plan (what --resume refuses)."""
+        was, now = _study(record.to_json()), _study(self.record().to_json())
+        return [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
+
     # What Tune gets -----------------------------------------------------------------------------
     def param_space(self) -> dict[str, Any]:
         """What every trial shares (the base config without its seed); a sampled design's factors are Tune
@@ -298,6 +303,17 @@ class Plan:
         if self.num_trials > LISTED:
             lines.append(f"  ... and {self.num_trials - LISTED:,} more")
         return lines
+
+
+# What --resume compares between the record and the plan the command line gives.
+_STUDY_KEYS = ("space", "design", "base", "factors", "points", "seeds", "metric", "mode", "budget", "epochs",
+               "num_trials", "dataset", "scheduler", "search")
+
+
+def _study(record: dict[str, Any]) -> dict[str, Any]:
+    space = record["space"]
+    return {**{k: space.get(k) for k in ("design", "base", "factors", "points", "seeds", "metric", "mode")},
+            "space": space.get("name"), **{k: record.get(k) for k in _STUDY_KEYS if k in record and k != "space"}}
 
 
 def _domain(distribution: tuple[str, tuple]) -> Any:

@@ -10,6 +10,7 @@ seed from them, so nothing is read back through Tune's pickled state.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,7 +49,7 @@ def train_group(params: dict[str, Any], data: Dataset, *, storage: str, name: st
     device = claim_device()
     filesystem, root = locate_folder(storage)
     folder = f"{root}/{name}/{group_folder(params, ray.tune.get_context().get_trial_id(), factors)}"
-    seeds = [_Seed(filesystem, f"{folder}/{SEED_FOLDER.format(c.seed)}", p, metric, mode)
+    seeds = [_Seed(filesystem, f"{folder}/{SEED_FOLDER.format(c.seed)}", p, metric, mode, started_at)
              for c, p in zip(configs, seed_params(params))]
     live = [s for s in seeds if not s.finished]
     start = min((s.epoch for s in live), default=0)  # every live seed has a checkpoint of this epoch
@@ -67,6 +68,9 @@ def train_group(params: dict[str, Any], data: Dataset, *, storage: str, name: st
         by_seed = {c.seed: c for c in configs}
         fit_group([by_seed[s.params["seed"]] for s in live], data, fused=fused, on_epoch=on_epoch,
                   checkpoints=states if start else None, device=device)
+    else:  # every seed had ended before Tune heard the trial end (a killed driver): report where they ended
+        ray.tune.report({**_summary(seeds, max(len(s.rows) for s in seeds)), "started_at": started_at,
+                         "device": str(device), "fused": fused})
 
 
 def checked_configs(params: dict[str, Any]) -> list[TrainConfig]:
@@ -116,12 +120,20 @@ class _Seed:
     """One seed's record in its trial's folder: params.json, result.json and its checkpoints."""
 
     def __init__(self, filesystem: pafs.FileSystem, folder: str, params: dict[str, Any], metric: str,
-                 mode: str) -> None:
+                 mode: str, started_at: float) -> None:
         self.filesystem, self.folder, self.params, self.metric, self.mode = filesystem, folder, params, metric, mode
+        self.started_at = started_at  # the trial's start (Unix s): rows give the time since, as Tune's do
         self.rows: list[dict[str, Any]] = []
         self.kept: dict[int, str] = {}  # epoch -> checkpoint folder name, of the epochs on disk
         filesystem.create_dir(folder, recursive=True)
         put_file(filesystem, f"{folder}/params.json", json.dumps(params, sort_keys=True).encode())
+        self.saved: dict[int, dict[str, Any]] = {}  # epoch -> the row a run before this one wrote
+        if filesystem.get_file_info(f"{folder}/result.json").type == pafs.FileType.File:
+            with filesystem.open_input_stream(f"{folder}/result.json") as f:
+                for line in f.read().decode("utf-8").splitlines():
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        row = json.loads(line)
+                        self.saved[int(row["epoch"])] = row
         for entry in filesystem.get_file_info(pafs.FileSelector(folder)):
             if entry.type == pafs.FileType.Directory and entry.base_name.startswith("checkpoint_"):
                 if filesystem.get_file_info(f"{entry.path}/{CHECKPOINT_FILE}").type == pafs.FileType.File:
@@ -137,9 +149,7 @@ class _Seed:
         """Whether the checkpoint of the latest epoch ended the run (completed or diverged)."""
         if not self.epoch:
             return False
-        state = self.state(self.epoch)
-        self.rows = list(state["history"])
-        return self.rows[-1]["status"] != "running"
+        return self.state(self.epoch)["history"][-1]["status"] != "running"
 
     def state(self, epoch: int) -> dict[str, Any] | None:
         """The checkpoint of `epoch` (None for 0: start afresh), with its history as this seed's rows."""
@@ -151,7 +161,8 @@ class _Seed:
             with self.filesystem.open_input_stream(path) as src:
                 local.write_bytes(src.read())
             state = load_checkpoint(local)
-        self.rows = list(state["history"])
+        # The checkpoint's history, with what the runner added to each row when it was written.
+        self.rows = [{**self.saved.get(row["epoch"], {}), **row} for row in state["history"]]
         return state
 
     def keep(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -164,8 +175,10 @@ class _Seed:
             self.filesystem.create_dir(f"{self.folder}/{name}", recursive=True)
             put_file(self.filesystem, f"{self.folder}/{name}/{CHECKPOINT_FILE}", local.read_bytes())
         self.kept[epoch] = name
-        self.rows = [*self.rows[:epoch - 1], {**metrics, "checkpoint_dir_name": name}]
+        self.rows = [*self.rows[:epoch - 1], {**metrics, "checkpoint_dir_name": name,
+                                              "time_total_s": time.time() - self.started_at}]
         lines = "".join(json.dumps({**row, "seed": self.params["seed"]}) + "\n" for row in self.rows)
+        self.saved[epoch] = self.rows[-1]
         put_file(self.filesystem, f"{self.folder}/result.json", lines.encode())
 
     def forget_before(self, epoch: int) -> None:
