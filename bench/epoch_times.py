@@ -1,14 +1,14 @@
 """Training and validation speed of every model shape the shipped spaces' `smoke` and `cpu` budgets train, on this CPU.
 
-    python bench/epoch_times.py --data-dir DIR [--repeats 3] [--write tune/speeds.json]
+    python bench/epoch_times.py --data-dir DIR [--repeats 3] [--write search_spaces/speeds.json]
 
-`python -m tune.run --dry-run` turns these figures into an estimated run time (tune/estimate.py). For
+`python -m tune.run --dry-run` turns these figures into an estimated run time (search_spaces/estimate.py). For
 each distinct speed-relevant shape (model, width, batch size, stem kernel, blocks per stage) of a
 shipped space at budgets `smoke` and `cpu` (every level of a grid or one-at-a-time factor, every choice of a
 sampled one), `fit` trains a warm-up epoch and `--repeats` timed epochs of 600 images on real CIFAR-10
 with one torch thread (what a trial gets from `--cpus-per-trial 1`), validating on 1,000; the fastest
 training and validation images/s are recorded.
-The GPU rows of tune/speeds.json are copied by hand from bench/RESULTS.md (GPU speed, one H100) and
+The GPU rows of search_spaces/speeds.json are copied by hand from bench/RESULTS.md (GPU speed, one H100) and
 kept when this script rewrites the file. Not a test: figures go to bench/RESULTS.md.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from cnnsearch.config import TrainConfig
 from cnnsearch.data import load_dataset
 from cnnsearch.engine import fit
 from search_spaces import list_spaces, load_space
-from tune.estimate import _trial_configs, speed_shape
-from tune.plan import Plan
+from search_spaces.estimate import _trial_configs, speed_shape
+from search_spaces.plan import Plan
 
 TIMED_PER_CLASS = 60  # training images per class in the timed epoch: 600 images, a few seconds per shape
 TIMED_VAL = 1000

@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 from analysis import load_experiment, write_report  # noqa: E402  (after the path)
 from analysis.rebuild import rebuild_run  # noqa: E402
 from search_spaces import load_space  # noqa: E402
-from tune.plan import Plan  # noqa: E402
+from search_spaces.plan import Plan  # noqa: E402
 
 # The records the old reports stated (their experiment folders, under /work/runs, are gone).
 REBUILT = {

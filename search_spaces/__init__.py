@@ -9,6 +9,8 @@ levels and factors, and the schedulers.
     schedulers.py  SCHEDULERS and their budget SETTINGS (Ray-free: tune/ passes Ray in to build them)
     record.py      ExperimentRecord (cnnsearch.json), the file names, METRICS and their direction
     ledger.py      Ledger (groups.json): the runner's record of each trial's wave, seeds and end
+    plan.py        Plan, Group: a space at a budget with its search and scheduler, as trials of a point and its seeds
+    estimate.py    how long a plan takes, from measured speeds (speeds.json)
     modes.py       a metric's mode (max or min): mode_error, and best_of, best_index, is_better to pick by it
 
 Ray-free; see README.md here.

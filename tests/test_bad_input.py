@@ -230,7 +230,7 @@ def _alone() -> dict[str, list[dict]]:
     try:
         return {f"{group.name}/seed-{p['seed']}": fit(TrainConfig.from_dict(trial_config(p)), data,
                                                      device="cpu").history
-                for group in plan.groups() for p in seed_params({**plan.param_space(), **plan.group_params(group)})}
+                for group in plan.groups() for p in seed_params({**plan.shared_params(), **plan.group_params(group)})}
     finally:
         torch.set_num_threads(threads)
 

@@ -1,4 +1,4 @@
-"""tune.estimate: the run time --dry-run prints, from the measured speeds in tune/speeds.json (no Ray)."""
+"""tune.estimate: the run time --dry-run prints, from the measured speeds in search_spaces/speeds.json (no Ray)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,15 +7,15 @@ import re
 import pytest
 
 from search_spaces import list_spaces, load_space
-from tune.estimate import Estimate, _halving_epochs, _makespan, estimate, speed_shape
-from tune.plan import Plan
+from search_spaces.estimate import Estimate, _halving_epochs, _makespan, estimate, speed_shape
+from search_spaces.plan import Plan
 
 
 @pytest.mark.parametrize("name", list_spaces())
 @pytest.mark.parametrize("budget", ["smoke", "cpu"])
 def test_every_shipped_space_has_an_estimate_on_this_cpu(name, budget):
     """Every shape a shipped space trains at a CPU budget has a measured speed: a new space or budget
-    needs `python bench/epoch_times.py --write tune/speeds.json`."""
+    needs `python bench/epoch_times.py --write search_spaces/speeds.json`."""
     found = estimate(Plan(load_space(name), budget), device="cpu", concurrent=2)
     assert isinstance(found, Estimate), found
     assert found.most_s > 0 and (found.likely_s is None or found.likely_s <= found.most_s)

@@ -90,7 +90,7 @@ def _references(space: Path, data) -> tuple[dict[int, list[dict]], dict[int, lis
     plan = Plan(load_space(space), "smoke")
     (group,) = plan.groups()
     configs = [TrainConfig.from_dict(trial_config(p))
-               for p in seed_params({**plan.param_space(), **plan.group_params(group)})]
+               for p in seed_params({**plan.shared_params(), **plan.group_params(group)})]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -345,7 +345,7 @@ def test_resume_rebuilds_a_later_waves_trials_by_their_folders(tmp_path):
     from pyarrow import fs
 
     from tune.experiment import _groups_to_run, _plan
-    from tune.plan import Group
+    from search_spaces.plan import Group
 
     plan = Plan(load_space("ablation"), "smoke", scheduler="fifo", until_decided=True)
     ledger = Ledger(fs.LocalFileSystem(), str(tmp_path))

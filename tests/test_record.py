@@ -8,7 +8,7 @@ import json
 import pytest
 
 from search_spaces import SCHEDULERS, STATE_FILE, ExperimentRecord, Factor, Provenance, RecordError, load_space
-from tune.plan import Plan
+from search_spaces.plan import Plan
 
 # The format `tune/experiment.py` wrote before the typed record (an ASHA run; a FIFO run wrote the same keys).
 OLD = {

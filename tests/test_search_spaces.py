@@ -236,7 +236,7 @@ def test_user_spaces_load(tmp_path):
 def test_budget_seeds_and_scheduler(tmp_path):
     """A budget may repeat points more often than the space's `seeds`; a space may name the scheduler
     `tune.run` uses by default. The plan, its trials and its record follow both."""
-    from tune.plan import Plan
+    from search_spaces.plan import Plan
 
     space = load_space(str(_write(tmp_path, _with(VALID, seeds=2, scheduler="fifo", budgets={
         **VALID["budgets"], "full": {"epochs": 2, "seeds": 3}}))))
@@ -253,7 +253,7 @@ def test_base_seeds(tmp_path):
     """A one-at-a-time base point may run more seeds than the others (the space's `base_seeds` or a
     budget's): the space lists each seed across all points in turn, then the base's extra seeds; the plan's
     trials (a point with its seeds each), their params, its dry-run lines and its record all count them."""
-    from tune.plan import Plan
+    from search_spaces.plan import Plan
 
     space = load_space(str(_write(tmp_path, _with(VALID, seeds=2, base_seeds=[0, 1, 7], budgets={
         **VALID["budgets"], "full": {"epochs": 2, "seeds": 3, "base_seeds": 5}}))))
@@ -264,7 +264,7 @@ def test_base_seeds(tmp_path):
         plan = Plan(space, budget)
         params = [plan.group_params(g) for g in plan.groups()]
         assert plan.num_runs == space.num_trials(budget) == sum(len(p["seeds"]) for p in params) == runs
-        configs = {json.dumps(trial_config({**plan.param_space(), **one}), sort_keys=True)
+        configs = {json.dumps(trial_config({**plan.shared_params(), **one}), sort_keys=True)
                    for p in params for one in seed_params(p)}
         expected = {json.dumps(plan.config(point, seed), sort_keys=True) for point, seed in space.trials(budget)}
         assert configs == expected and len(configs) == runs  # every run of the space, none twice

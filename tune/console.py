@@ -20,14 +20,15 @@ from ray.tune import ProgressReporter
 
 from search_spaces import best_of, is_better, level_label
 
-from .estimate import estimate_line
+from search_spaces.estimate import estimate_line
 from .options import RunError, RunOptions
-from .plan import Plan
+from search_spaces.plan import Plan
 
 __all__ = ["ProgressLine", "trial_label", "Interrupted", "StopOnSignal", "environ", "print_plan", "watch_lines",
            "reporter", "mlflow_logger", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_loss", "val_acc"]
+_FUSED = {True: "fused into one network", False: "one after another", None: "fused on a GPU, else one after another"}
 MLFLOW_DB = "mlflow.db"  # in --storage: every experiment there is one MLflow experiment
 
 
@@ -159,7 +160,7 @@ def watch_lines(exp_path: str, local: bool, callbacks: list, study: str | None) 
 
 
 def print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurrent: int, exp_path: str,
-               cluster: dict[str, float], watch: list[str], fused: bool) -> None:
+               cluster: dict[str, float], watch: list[str], fused: bool | None) -> None:
     space = plan.space
     budget = space.budgets[plan.budget].overrides
     shape = ", ".join(f"{k} {budget[k]}" for k in ("epochs", "train_subset", "width", "batch_size") if k in budget)
@@ -167,7 +168,7 @@ def print_plan(plan: Plan, options: RunOptions, context, gpus: float, concurrent
     waves = f"; until decided: up to {plan.seed_cap} seeds per point, {plan.max_runs * plan.epochs} epochs at most" \
         if plan.until_decided else ""
     print(f"plan: space {space.name} ({space.design}), {plan.num_trials} trials (a point with its seeds each, "
-          f"{plan.num_runs} seed runs, seeds {'fused into one network' if fused else 'one after another'}), budget "
+          f"{plan.num_runs} seed runs, seeds {_FUSED[fused]}), budget "
           f"{plan.budget} ({shape}); {options.cpus_per_trial:g} CPU + {gpus:g} GPU per trial"
           f"{' (MPS on)' if options.mps else ''}, up to {concurrent} at once; {plan.num_runs * plan.epochs} epochs in "
           f"total at most{waves}; {scheduler}; search {plan.search}{' (resuming)' if options.resume else ''}")

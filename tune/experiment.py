@@ -26,21 +26,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np  # the random state of a resumed random search
 import ray
 from pyarrow import fs as pafs
 from ray import tune as ray_tune
 
 from cnnsearch.cli import redact
-from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, RecordError, best_index, is_better,
-                           locate_folder, seed_params, trial_config)
+from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, RecordError, SpaceError, best_index,
+                           is_better, locate_folder, seed_params, trial_config)
 
 from .cluster import MPSError, claim_folder, mps_daemon, start_ray
 from .console import Interrupted, StopOnSignal, environ, mlflow_logger, print_plan, reporter, watch_lines
-from .estimate import concurrency
+from search_spaces.estimate import concurrency
 from .options import RunError, RunOptions
-from .plan import Group, Plan, group_folder
+from search_spaces.plan import Group, Plan, group_folder
 from .trainable import train_group
+from .trials import TrialList, param_space, sampled_searcher
 
 __all__ = ["run_experiment", "RunResult", "BestTrial", "Interrupted", "LEDGER_FILE"]
 
@@ -169,8 +169,11 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     if options.cpus_per_trial > cluster.get("CPU", 0):
         raise RunError(f"--cpus-per-trial {options.cpus_per_trial:g} but the cluster has {cluster.get('CPU', 0):g} CPU(s)")
     fused = options.fused(gpus)
-    if fused:
-        _check_fusable(plan)
+    if fused is None and _unfusable(plan):
+        fused = False  # --fuse auto: a compiled or channels-last plan trains its seeds one after another
+    if fused and _unfusable(plan):
+        raise RunError(f"seeds fused into one network cannot use {_unfusable(plan)}: set {_unfusable(plan)}: false "
+                       "in the space, or train the seeds one after another (--fuse off)")
     concurrent = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
     factors = tuple(f.name for f in plan.space.factors)
     trainable = ray_tune.with_resources(
@@ -192,7 +195,7 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
 
     def wave(searcher, trials: int) -> Any:
         callbacks = [_Record(ledger, factors), *loggers]
-        tuner = ray_tune.Tuner(trainable, param_space=plan.param_space(),
+        tuner = ray_tune.Tuner(trainable, param_space=param_space(plan),
                                tune_config=_tune_config(plan, options, searcher, trials, factors),
                                run_config=_run_config(plan, options, name, storage, filesystem, callbacks, trials))
         return stop.fit(tuner)
@@ -207,13 +210,16 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     results, stopped = [], None
     with _tune_hints_dropped(), environ("TUNE_MAX_PENDING_TRIALS_PG", pending):
         if plan.space.design == "sample":
-            searcher, trials = _sampled(plan, ledger, study)
+            searcher, trials = sampled_searcher(plan, ledger, study)
             if trials:
                 results.append(wave(searcher, trials))
         else:
-            from .trials import TrialList
-
-            groups = _groups_to_run(plan, ledger)
+            try:
+                groups = plan.wave_groups(ledger)
+            except SpaceError as exc:
+                raise RunError(f"--resume: {exc}; it cannot be resumed") from None
+            if not ledger.groups:
+                _plan(ledger, groups)
             while True:
                 todo = [g for g in groups if ledger.groups[g.name]["status"] != "terminated"]
                 if todo:
@@ -240,34 +246,11 @@ def _plan(ledger: Ledger, groups: list[Group]) -> None:
     ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in groups])
 
 
-def _groups_to_run(plan: Plan, ledger: Ledger) -> list[Group]:
-    """The current wave's trials: the plan's first wave, or on --resume the ledger's latest wave."""
-    if not ledger.groups:
-        groups = plan.groups()
-        _plan(ledger, groups)
-        return groups
-    points = {p.label: p for p in plan.space.points()}
-    wave = ledger.wave
-    groups = []
-    for name, g in sorted((n, g) for n, g in ledger.groups.items() if g["wave"] == wave):
-        index = name.split("_", 1)[0].rpartition("-")[2]  # w{wave}-{index}_...: a later wave's indices go on
-        group = Group(points[g["label"]], tuple(g["seeds"]), wave, int(index)) \
-            if isinstance(g["label"], str) and g["label"] in points and index.isdigit() else None
-        if group is None or group.name != name:
-            raise RunError(f"--resume: {ledger.path} names a trial {name!r} that is not one of this space's; "
-                           "it cannot be resumed")
-        groups.append(group)
-    return groups
-
-
 def _next_wave(plan: Plan, exp_path: str, ledger: Ledger) -> tuple[list[Group], str | None]:
     """Judge the claims after the wave just run; the next wave's trials (none: stop) and why it stopped."""
     from analysis.adaptive import look_at
 
     wave = ledger.wave
-    seeds: dict[str, list[int]] = {}
-    for g in ledger.groups.values():
-        seeds.setdefault(g["label"], []).extend(g["seeds"])
     look = look_at(exp_path, wave=wave, max_seeds=plan.seed_cap, block=len(plan.seeds))
     ledger.looks = [*[x for x in ledger.looks if x["wave"] != wave], look.to_json()]
     ledger.write()
@@ -275,46 +258,11 @@ def _next_wave(plan: Plan, exp_path: str, ledger: Ledger) -> tuple[list[Group], 
         print(line, flush=True)
     if look.stop:
         return [], look.stop
-    points = {p.label: p for p in plan.space.points()}
-    start = len(ledger.groups)
-    groups = []
-    for i, label in enumerate(look.extend):
-        have = seeds[label]
-        more = max(0, min(len(plan.seeds), plan.seed_cap - len(have)))
-        nxt = max(have) + 1
-        groups.append(Group(points[label], tuple(range(nxt, nxt + more)), wave + 1, start + i))
-    groups = [g for g in groups if g.seeds]
+    groups = plan.next_groups(ledger, look.extend)
     if not groups:
         return [], "every undecided point has its most seeds"
     _plan(ledger, groups)
     return groups, None
-
-
-def _sampled(plan: Plan, ledger: Ledger, study: str | None) -> tuple[Any, int]:
-    """A sampled design's searcher and how many draws are left; on --resume, the draws that had not ended are
-    drawn again first (from scratch: their folders are named by Tune's trial id)."""
-    done = ledger.count("terminated")
-    again = [g["params"] for g in ledger.groups.values() if g["status"] != "terminated" and g.get("params")]
-    factors = [f.name for f in plan.space.factors]
-    points = [{k: p[k] for k in factors if k in p} for p in again] or None
-    if again:
-        print(f"resume: {done} draw(s) ended; {len(again)} that had not are drawn again from scratch", flush=True)
-    if plan.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
-
-        if study is None:
-            return OptunaSearch(seed=plan.seed, points_to_evaluate=points), plan.num_samples - done
-        from optuna.storages import RDBStorage
-
-        # Optuna's own record of the study (trials, values per epoch), for optuna-dashboard and for
-        # --resume: its sampler reopens with every finished trial (create_study(load_if_exists=True)).
-        return (OptunaSearch(seed=plan.seed, storage=RDBStorage(f"sqlite:///{study}"), study_name="cnnsearch",
-                             points_to_evaluate=points), plan.num_samples - done)
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    # After a resume the draws must not repeat the first run's: the random state also counts the ended draws.
-    state = plan.seed if not done else np.random.default_rng([plan.seed or 0, done])
-    return BasicVariantGenerator(points_to_evaluate=points, random_state=state), plan.num_samples - done
 
 
 # ------------------------------------------------------------------------------------- Tune's parts
@@ -345,12 +293,10 @@ def _run_config(plan: Plan, options: RunOptions, name: str, storage: str, filesy
     )
 
 
-def _check_fusable(plan: Plan) -> None:
-    """Fused seeds train in the default memory layout, uncompiled (cnnsearch/fused.py)."""
-    for name in ("compile", "channels_last"):
-        if plan.base_config().get(name) or any(f.name == name for f in plan.space.factors):
-            raise RunError(f"seeds fused into one network cannot use {name}: set {name}: false in the space, or "
-                           "train the seeds one after another (--fuse off)")
+def _unfusable(plan: Plan) -> str | None:
+    """What of the plan fused seeds cannot do: they train uncompiled, in the default memory layout."""
+    return next((name for name in ("compile", "channels_last")
+                 if plan.base_config().get(name) or any(f.name == name for f in plan.space.factors)), None)
 
 
 @contextlib.contextmanager

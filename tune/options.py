@@ -103,9 +103,12 @@ class RunOptions:
             return self.gpus_per_trial
         return default_gpu_share(mps=self.mps, cuda_graph=cuda_graph) if cluster_gpus > 0 else 0.0
 
-    def fused(self, trial_gpus: float) -> bool:
-        """Whether a trial with `trial_gpus` trains its seeds fused."""
-        return self.fuse == "on" or (self.fuse == "auto" and trial_gpus > 0)
+    def fused(self, trial_gpus: float) -> bool | None:
+        """Whether a trial with `trial_gpus` trains its seeds fused; None: the trial decides by its device
+        (--fuse auto where trials get GPUs, which may be logical ones on a CPU)."""
+        if self.fuse != "auto":
+            return self.fuse == "on"
+        return None if trial_gpus > 0 else False
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)

@@ -32,7 +32,7 @@ def build_parser() -> ArgumentParser:
     from search_spaces import BUDGETS, DEFAULT_SCHEDULER, SCHEDULERS, SETTINGS
 
     from .options import FUSE, LOGGERS, PROGRESS, RunOptions
-    from .plan import SEARCHES
+    from search_spaces.plan import SEARCHES
 
     p = ArgumentParser(prog=PROG, description="Run a cnnsearch search space as a Ray Tune experiment (ASHA, fractional GPUs, seeds).")
     g = p.add_argument_group("what to run")
@@ -110,7 +110,7 @@ def _main(argv: list[str] | None) -> int:
     from search_spaces import SETTINGS, SpaceError, load_space
 
     from .options import RunError, RunOptions
-    from .plan import Plan
+    from search_spaces.plan import Plan
 
     try:
         options = RunOptions(
@@ -181,7 +181,7 @@ def _dry_run(plan, options, args: argparse.Namespace) -> int:
 
     from cnnsearch.data import DataError, find_dataset
 
-    from .estimate import estimate_line
+    from search_spaces.estimate import estimate_line
 
     print("\n".join(plan.describe()))
     try:

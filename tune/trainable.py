@@ -28,7 +28,7 @@ from cnnsearch.data import Dataset
 from cnnsearch.engine import fit_group, load_checkpoint, save_checkpoint
 from search_spaces import CHECKPOINT_FILE, best_of, locate_folder, put_file, seed_params, trial_config
 
-from .plan import group_folder
+from search_spaces.plan import group_folder
 
 __all__ = ["train_group", "checked_configs", "claim_device", "SEED_FOLDER"]
 

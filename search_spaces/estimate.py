@@ -1,6 +1,6 @@
 """How long a plan will take, from measured training and validation speeds (tune/speeds.json).
 
-The CPU rows come from `python bench/epoch_times.py --write tune/speeds.json` on the project's 2-core
+The CPU rows come from `python bench/epoch_times.py --write search_spaces/speeds.json` on the project's 2-core
 machine (one torch thread per trial); the GPU rows from bench/RESULTS.md (GPU speed), one H100. A
 trial's epoch is its training images over the training speed of its shape plus its validation images
 over the validation speed; trials fill the slots the cluster has, in order. Ray-free.
@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from search_spaces.space import set_factor
+from .space import set_factor
 
 __all__ = ["Estimate", "estimate", "estimate_line", "concurrency", "speed_shape"]
 

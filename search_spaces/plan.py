@@ -1,4 +1,5 @@
-"""What an experiment runs: a search space at a budget, with a search, a scheduler and its settings.
+"""What an experiment runs: a search space at a budget, with a search, a scheduler and its settings (Ray-free:
+tune/ hands it to Ray Tune).
 
 A Tune trial is a design point with its seeds (a `Group`): its params follow `search_spaces.group_params`,
 the budget-resolved base config (flat TrainConfig keys) plus either the factor keys (grid and sample designs)
@@ -9,13 +10,18 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cnnsearch.config import MAX_SEED, TrainConfig
-from search_spaces import (MAX_TRIALS, SCHEDULERS, SETTINGS, DesignPoint, ExperimentRecord, Scheduler, SearchSpace,
-                           SpaceError, jsonable, level_label)
+
+from .ledger import Ledger
+from .levels import jsonable, level_label
+from .loader import MAX_TRIALS
+from .record import ExperimentRecord
+from .schedulers import SCHEDULERS, SETTINGS, Scheduler
+from .space import DesignPoint, SearchSpace, SpaceError
 
 __all__ = ["Plan", "Group", "SEARCHES", "group_folder"]
 
@@ -229,6 +235,38 @@ class Plan:
         return [Group(point, self.base_seeds if base and i == 0 else self.seeds, wave, start + i)
                 for i, point in enumerate(points)]
 
+    def wave_groups(self, ledger: Ledger) -> list[Group]:
+        """The trials of the wave to run: the first wave for an empty `ledger`, else the ledger's latest wave
+        (what --resume finishes). SpaceError for a ledger entry this plan would not make."""
+        if not ledger.groups:
+            return self.groups()
+        points = {p.label: p for p in self.space.points()}
+        wave, groups = ledger.wave, []
+        for name, g in sorted((n, g) for n, g in ledger.groups.items() if g["wave"] == wave):
+            index = name.split("_", 1)[0].rpartition("-")[2]  # w{wave}-{index}_...: a later wave's indices go on
+            group = Group(points[g["label"]], tuple(g["seeds"]), wave, int(index)) \
+                if isinstance(g["label"], str) and g["label"] in points and index.isdigit() else None
+            if group is None or group.name != name:
+                raise SpaceError(f"{ledger.path} names a trial {name!r} that is not one of this space's")
+            groups.append(group)
+        return groups
+
+    def next_groups(self, ledger: Ledger, points: Sequence[str]) -> list[Group]:
+        """The next wave's trials: for each of the design `points` (labels), the next block of `len(seeds)`
+        seeds it has not run, up to `seed_cap` in all; none for a point that has its most."""
+        have: dict[str, list[int]] = {}
+        for g in ledger.groups.values():
+            have.setdefault(g["label"], []).extend(g["seeds"])
+        by_label = {p.label: p for p in self.space.points()}
+        groups = []
+        for label in points:
+            more = max(0, min(len(self.seeds), self.seed_cap - len(have[label])))
+            start = max(have[label]) + 1
+            if more:
+                groups.append(Group(by_label[label], tuple(range(start, start + more)), ledger.wave + 1,
+                                    len(ledger.groups) + len(groups)))
+        return groups
+
     def _override(self, config: dict[str, Any]) -> dict[str, Any]:
         return {**config, "dataset": self.dataset} if self.dataset else config
 
@@ -251,24 +289,17 @@ class Plan:
         return [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
 
     # What Tune gets -----------------------------------------------------------------------------
-    def param_space(self) -> dict[str, Any]:
-        """What every trial shares (the base config without its seed); a sampled design's factors are Tune
-        domains here and its `seeds` fixed; a fixed design's trials are `group_params`, which
-        tune.trials.TrialList hands to Tune one by one."""
-        # Ray is imported here, not at the top: the runner sets Ray's environment (RAY_AUTH_MODE for
-        # --address) after parsing its arguments, and Ray reads it once, at import.
-        from ray import tune as ray_tune
-
-        space, base = self.space, self.base_config()
+    def shared_params(self) -> dict[str, Any]:
+        """What every trial shares: the base config without its seed (a sampled design's trials also share
+        their `seeds`; tune/ adds its factors as Tune domains). A fixed design's trials add `group_params`."""
+        base = self.base_config()
         del base["seed"]
-        if space.design == "sample":
+        if self.space.design == "sample":
             base["seeds"] = list(self.sample_seeds)
-            for factor in space.factors:
-                base[factor.name] = _domain(factor.distribution) if factor.distribution else ray_tune.choice(list(factor.levels))
         return base
 
     def group_params(self, group: Group) -> dict[str, Any]:
-        """What a fixed design's trial adds to `param_space()`: `seeds`, `group` (its folder) and
+        """What a fixed design's trial adds to `shared_params()`: `seeds`, `group` (its folder) and
         `design_point` (one_at_a_time) or the factors' levels (grid)."""
         point = group.point
         levels = {"design_point": point.param()} if self.space.design == "one_at_a_time" else \
@@ -314,14 +345,6 @@ def _study(record: dict[str, Any]) -> dict[str, Any]:
     space = record["space"]
     return {**{k: space.get(k) for k in ("design", "base", "factors", "points", "seeds", "metric", "mode")},
             "space": space.get("name"), **{k: record.get(k) for k in _STUDY_KEYS if k in record and k != "space"}}
-
-
-def _domain(distribution: tuple[str, tuple]) -> Any:
-    from ray import tune as ray_tune
-
-    kind, args = distribution
-    return {"choice": lambda a: ray_tune.choice(list(a)), "uniform": lambda a: ray_tune.uniform(*a),
-            "loguniform": lambda a: ray_tune.loguniform(*a), "randint": lambda a: ray_tune.randint(*a)}[kind](args)
 
 
 def _compact(config: dict[str, Any]) -> str:
