@@ -9,6 +9,9 @@
 #       stacked network), sequential (--fuse off) or adaptive (--until-decided); its own folder SPACE-full-MODE
 #   bash .devkit/run.sh bash bench/gpu_check.sh seeds    # report A's ResNet-18 (batch 64, 30 epochs), 5 seeds fused
 #       in one process (cnnsearch.train --seeds): the wall time of a decisive 5-seed run of one recipe
+#   bash .devkit/run.sh bash bench/gpu_check.sh seeds-sweep   # issue 19: ResNet-18 b64/b512, 1/2/4/8 seeds fused in one
+#       process vs as many processes under MPS (python bench/gpu.py --seeds-sweep, about 7 min); $OUT/gpu-seeds.json
+#       (EXTRA="--device cpu --tiny": the same steps on a CPU)
 # "today" is the engine before the fast path, carried as .baseline/cnnsearch (git archive 7d9b293 cnnsearch).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -64,6 +67,11 @@ case "${1:-table}" in
     step "${LIMIT:-540}" python -m cnnsearch.train --arch resnet18 --batch-size 64 --epochs "${EPOCHS:-30}" \
       --seeds 0,1,2,3,4 --quiet --no-download --out "$RUNS/seeds" ${EXTRA:-}
     [ -d "$RUNS/seeds" ] && tar czf "$OUT/seeds.tgz" --exclude='*.pt' -C "$RUNS" seeds
+    ;;
+  seeds-sweep)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$LOG"
+    step "${LIMIT:-540}" python bench/gpu.py --seeds-sweep --json "$OUT/gpu-seeds.json" ${EXTRA:-}
+    cp "$OUT/gpu-seeds.json" /root/gpu-seeds.json 2>/dev/null
     ;;
 esac
 echo "=== $(date +%T) done" | tee -a "$LOG"

@@ -343,15 +343,18 @@ def _code_payload(marker: Path) -> bytes:
     return ray.cloudpickle.dumps({"iterators": [lambda: os.system(f"touch {marker}")]})
 
 
-def _plant(folder: Path, marker: Path) -> None:
+def plant(folder: Path, marker: Path) -> list[Path]:
     """A payload in every pickle Tune keeps in an experiment folder (tuner.pkl, its searcher's and callbacks'
-    state, each trial's params.pkl) and in its JSON state as Tune's restore would read it (pickled results, hex)."""
+    state, each trial's params.pkl) and in its JSON state as Tune's restore would read it (pickled results, hex);
+    the files planted."""
     payload = pickle.dumps(_Payload(marker))
-    for path in [folder / "tuner.pkl", *folder.glob("searcher-state-*"), folder / "callback-states-x.pkl",
-                 *folder.glob("*/params.pkl"), *(t.parent / "params.pkl" for t in folder.glob("*/seed-0"))]:
+    planted = [folder / "tuner.pkl", *folder.glob("searcher-state-*"), folder / "callback-states-x.pkl",
+               *{*folder.glob("*/params.pkl"), *(t.parent / "params.pkl" for t in folder.glob("*/seed-0"))}]
+    for path in planted:
         path.write_bytes(payload)
     for path in folder.glob("search_gen_state-*"):
         path.write_bytes(_code_payload(marker))
+        planted.append(path)
     for path in folder.glob("experiment_state-*.json"):
         state = json.loads(path.read_text())
         for entry in state["trial_data"]:
@@ -359,6 +362,8 @@ def _plant(folder: Path, marker: Path) -> None:
             trial["results"] = payload.hex()
             entry[0] = json.dumps(trial)
         path.write_text(json.dumps(state))
+        planted.append(path)
+    return planted
 
 
 def test_resume_runs_no_code_planted_in_the_folder(interrupted, tmp_path):
@@ -367,7 +372,7 @@ def test_resume_runs_no_code_planted_in_the_folder(interrupted, tmp_path):
     folder = tmp_path / "race"
     shutil.copytree(interrupted["snapshot"], folder)
     marker = tmp_path / "code_ran"
-    _plant(folder, marker)
+    plant(folder, marker)
     pickle.loads((folder / "tuner.pkl").read_bytes())  # the payload works: unpickled, it leaves the marker
     assert marker.exists()
     marker.unlink()
@@ -407,7 +412,7 @@ def test_a_damaged_ledger_or_record_is_refused_before_ray_starts(damage, interru
     folder = tmp_path / "race"
     shutil.copytree(interrupted["snapshot"], folder)
     marker = tmp_path / "code_ran"
-    _plant(folder, marker)
+    plant(folder, marker)
     change, fragment = DAMAGE[damage]
     change(folder)
     before = _tree(folder)

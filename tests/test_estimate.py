@@ -1,4 +1,4 @@
-"""tune.estimate: the run time --dry-run prints, from the measured speeds in search_spaces/speeds.json (no Ray)."""
+"""search_spaces.estimate: the run time --dry-run prints, from the measured speeds in search_spaces/speeds.json (no Ray)."""
 from __future__ import annotations
 
 import dataclasses

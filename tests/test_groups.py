@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from search_spaces import SCHEDULERS, Ledger, load_space, seed_params, trial_config
-from tune import Plan, RunError
+from tune import Plan
 from tune.run import main
 
+from test_bad_input import plant
 from test_tune import kill_session
 
 DATA = Path(__file__).parent / "data"
@@ -272,42 +273,13 @@ def test_a_killed_trial_resumes_every_seed_exactly(killed):
     assert json.loads((killed["exp"] / "groups.json").read_text())["groups"][trial.name]["status"] == "terminated"
 
 
-class _Payload:
-    """Unpickling this runs a shell command."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def _plant(folder: Path, marker: Path) -> list[Path]:
-    """A payload in every pickle Tune keeps in an experiment folder, and in its JSON state as Tune's restore
-    reads it (a trial's pickled results, hex)."""
-    payload = pickle.dumps(_Payload(marker))
-    planted = [folder / "tuner.pkl", *folder.glob("searcher-state-*.pkl"), folder / "callback-states-x.pkl",
-               *(t / "params.pkl" for t in _trials(folder))]
-    for path in planted:
-        path.write_bytes(payload)
-    for path in folder.glob("experiment_state-*.json"):
-        state = json.loads(path.read_text())
-        for entry in state["trial_data"]:
-            trial = json.loads(entry[0])
-            trial["results"] = payload.hex()
-            entry[0] = json.dumps(trial)
-        path.write_text(json.dumps(state))
-        planted.append(path)
-    return planted
-
-
 def test_resume_reads_no_pickle(killed, tmp_path):
     """Pickles planted in the folder (Tune's tuner.pkl, searcher state, trial params) are never read: the
     resume finishes the seeds exactly, and no planted code ran."""
     folder = tmp_path / "planted"
     shutil.copytree(killed["snapshot"], folder)
     marker = tmp_path / "code_ran"
-    planted = _plant(folder, marker)
+    planted = plant(folder, marker)
     assert any(p.name == "tuner.pkl" for p in planted) and any(p.name.startswith("searcher-state") for p in planted)
     pickle.loads((folder / "tuner.pkl").read_bytes())  # the payload works: it would have left the marker
     assert marker.exists()
@@ -341,27 +313,28 @@ def test_a_damaged_ledger_is_refused_in_one_line(killed, tmp_path, damage, fragm
 # ------------------------------------------------------------------------------------------ the ledger
 def test_resume_rebuilds_a_later_waves_trials_by_their_folders(tmp_path):
     """--until-decided numbers a later wave's trials on from the earlier waves' (w2-009_...); a resume must find
-    them under those names. A ledger naming a trial the space does not have is refused in one line."""
+    them under those names, and a next wave gives each named point its next block of seeds. A ledger naming a
+    trial the space does not have is refused in one line."""
     from pyarrow import fs
 
-    from tune.experiment import _groups_to_run, _plan
-    from search_spaces.plan import Group
+    from search_spaces import SpaceError
 
-    plan = Plan(load_space("ablation"), "smoke", scheduler="fifo", until_decided=True)
+    plan = Plan(load_space("ablation"), "smoke", scheduler="fifo", until_decided=True, max_seeds=4)
     ledger = Ledger(fs.LocalFileSystem(), str(tmp_path))
-    first = plan.groups()
-    _plan(ledger, first)
-    assert [g.name for g in _groups_to_run(plan, Ledger.read(fs.LocalFileSystem(), str(tmp_path)))] == \
+    first = plan.wave_groups(ledger)
+    ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in first])
+    assert [g.name for g in plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))] == \
            [g.name for g in first]
     for name in ledger.groups:
         ledger.groups[name]["status"] = "terminated"
-    second = [Group(first[3].point, (2, 3), 2, len(first)), Group(first[5].point, (2, 3), 2, len(first) + 1)]
-    _plan(ledger, second)
-    again = _groups_to_run(plan, Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
+    second = plan.next_groups(ledger, [first[3].point.label, first[5].point.label])
+    ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in second])
+    again = plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
     assert [g.name for g in again] == [g.name for g in second] == ["w2-009_lr_decay=0.45_s2+3",
                                                                    "w2-010_dropout=0.8_s2+3"]
+    assert plan.next_groups(ledger, [first[3].point.label]) == []  # 4 seeds: the most --max-seeds 4 gives
     ledger.groups["w2-011_nosuch_s2+3"] = {"wave": 2, "label": "nosuch", "seeds": [2, 3], "status": "planned"}
     ledger.write()
-    with pytest.raises(RunError, match="names a trial 'w2-011_nosuch_s2\\+3' that is not one of this space's") as info:
-        _groups_to_run(plan, Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
+    with pytest.raises(SpaceError, match="names a trial 'w2-011_nosuch_s2\\+3' that is not one of this space's") as info:
+        plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
     assert "\n" not in str(info.value)

@@ -19,10 +19,10 @@ from ray import tune as ray_tune
 from ray.tune import ProgressReporter
 
 from search_spaces import best_of, is_better, level_label
-
 from search_spaces.estimate import estimate_line
-from .options import RunError, RunOptions
 from search_spaces.plan import Plan
+
+from .options import RunError, RunOptions
 
 __all__ = ["ProgressLine", "trial_label", "Interrupted", "StopOnSignal", "environ", "print_plan", "watch_lines",
            "reporter", "mlflow_logger", "METRIC_COLUMNS"]
@@ -110,7 +110,6 @@ def environ(name: str, value: str | None, *, override: bool = False):
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
-
 
 
 def reporter(plan: Plan, options: RunOptions, trials: int):

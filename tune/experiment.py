@@ -33,12 +33,12 @@ from ray import tune as ray_tune
 from cnnsearch.cli import redact
 from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, RecordError, SpaceError, best_index,
                            is_better, locate_folder, seed_params, trial_config)
+from search_spaces.estimate import concurrency
+from search_spaces.plan import Group, Plan, group_folder
 
 from .cluster import MPSError, claim_folder, mps_daemon, start_ray
 from .console import Interrupted, StopOnSignal, environ, mlflow_logger, print_plan, reporter, watch_lines
-from search_spaces.estimate import concurrency
 from .options import RunError, RunOptions
-from search_spaces.plan import Group, Plan, group_folder
 from .trainable import train_group
 from .trials import TrialList, param_space, sampled_searcher
 

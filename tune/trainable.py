@@ -27,7 +27,6 @@ from cnnsearch.config import TrainConfig
 from cnnsearch.data import Dataset
 from cnnsearch.engine import fit_group, load_checkpoint, save_checkpoint
 from search_spaces import CHECKPOINT_FILE, best_of, locate_folder, put_file, seed_params, trial_config
-
 from search_spaces.plan import group_folder
 
 __all__ = ["train_group", "checked_configs", "claim_device", "SEED_FOLDER"]
@@ -39,9 +38,9 @@ REPORTED = ("train_loss", "train_acc", "val_loss", "val_acc")  # the metrics eac
 
 def train_group(params: dict[str, Any], data: Dataset, *, storage: str, name: str, metric: str = "val_acc",
                 mode: str = "max", fuse: bool | None = None, factors: tuple[str, ...] = ()) -> None:
-    """Train one trial: `params` as `tune.plan.Plan` builds them (a point with its `seeds`), on `data`, on
+    """Train one trial: `params` as `search_spaces.plan.Plan` builds them (a point with its `seeds`), on `data`, on
     the device its Tune resources give it, recording each seed under `storage`/`name`/GROUP (GROUP:
-    `tune.plan.group_folder`, from the sampled `factors`). `fuse`: the seeds as one stacked network (None:
+    `search_spaces.plan.group_folder`, from the sampled `factors`). `fuse`: the seeds as one stacked network (None:
     on a GPU, where it pays; on a CPU it does not, bench/RESULTS.md). Each seed keeps its latest epoch's
     checkpoint and its best by `metric` (`mode`)."""
     started_at = time.time()
@@ -56,21 +55,23 @@ def train_group(params: dict[str, Any], data: Dataset, *, storage: str, name: st
     states = [s.state(start) for s in live]
     fused = device.type == "cuda" if fuse is None else fuse
 
+    def report(epoch: int) -> None:
+        ray.tune.report({**_summary(seeds, epoch), "started_at": started_at, "device": str(device), "fused": fused})
+
     def on_epoch(reports: list[tuple[int, dict[str, Any], Any]]) -> None:
         epoch = reports[0][1]["epoch"]
-        for m, metrics, state in reports:
+        for m, metrics, state in reports:  # every seed's checkpoint first, so a restart finds them all at `epoch`
             live[m].keep(state.state_dict(), metrics)
         for m, _, _ in reports:
             live[m].forget_before(epoch)
-        ray.tune.report({**_summary(seeds, epoch), "started_at": started_at, "device": str(device), "fused": fused})
+        report(epoch)
 
-    if live:
-        by_seed = {c.seed: c for c in configs}
-        fit_group([by_seed[s.params["seed"]] for s in live], data, fused=fused, on_epoch=on_epoch,
-                  checkpoints=states if start else None, device=device)
-    else:  # every seed had ended before Tune heard the trial end (a killed driver): report where they ended
-        ray.tune.report({**_summary(seeds, max(len(s.rows) for s in seeds)), "started_at": started_at,
-                         "device": str(device), "fused": fused})
+    if not live:  # every seed had ended before Tune heard the trial end (a killed driver): report where they ended
+        report(max(len(s.rows) for s in seeds))
+        return
+    by_seed = {c.seed: c for c in configs}
+    fit_group([by_seed[s.params["seed"]] for s in live], data, fused=fused, on_epoch=on_epoch,
+              checkpoints=states if start else None, device=device)
 
 
 def checked_configs(params: dict[str, Any]) -> list[TrainConfig]:
