@@ -455,14 +455,18 @@ def test_report_survives_a_truncated_checkpoint_and_ctrl_c_is_one_line(interrupt
 
     env = interrupted["env"]
 
-    out = tmp_path / "rep2"
-    slow = subprocess.Popen([sys.executable, "-m", "analysis", "report", str(folder), "--out", str(out), "--no-test"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (out / "figures").exists() and slow.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # the report has begun writing: well inside it, with seconds of figures still to draw
-    slow.send_signal(signal.SIGINT)
-    _, err = slow.communicate(timeout=60)
+    for attempt in range(5):  # a loaded machine may let the small report finish before the signal lands: again
+        out = tmp_path / f"rep2-{attempt}"
+        slow = subprocess.Popen([sys.executable, "-m", "analysis", "report", str(folder), "--out", str(out),
+                                 "--no-test"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 120
+        while not (out / "figures").exists() and slow.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the report has begun writing: well inside it, with figures still to draw
+        slow.send_signal(signal.SIGINT)
+        _, err = slow.communicate(timeout=60)
+        if slow.returncode != 0:
+            break
     assert slow.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "python -m analysis: interrupted (Ctrl-C)"
 
