@@ -1,7 +1,7 @@
 """Re-judge every published result under results/ with the current analysis: `python results/rejudge.py`.
 
-ablation-full-fifo and ablation-cpu-fifo-base4 keep their experiment folders (run/, JSON only). The three older results kept only their report
-outputs; their folders are rebuilt from trials.csv and epochs.csv into run/ (analysis.rebuild) with the record
+ablation-full-fifo, ablation-cpu-fifo-base4 and ablation-cpu-adaptive keep their experiment folders (run/, JSON
+only). The three older results kept only their report outputs; their folders are rebuilt from trials.csv and epochs.csv into run/ (analysis.rebuild) with the record
 their report stated, once. Then each report is written again with `--no-test`: no checkpoint is kept, so the
 test-split paragraph of the report made on the machine that ran it is carried over (and its confusion.png kept).
 """
@@ -72,5 +72,5 @@ def rejudge(name: str) -> Path:
 
 if __name__ == "__main__":
     os.chdir(REPO)
-    for name in ("ablation-full-fifo", "ablation-cpu-fifo-base4", *REBUILT):
+    for name in ("ablation-full-fifo", "ablation-cpu-fifo-base4", "ablation-cpu-adaptive", *REBUILT):
         print(f"wrote {rejudge(name)}")
