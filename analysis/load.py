@@ -47,7 +47,8 @@ _TUNE_STATUS = {"TERMINATED": "stopped", "PAUSED": "stopped", "ERROR": "error", 
                 "PENDING": "unfinished"}
 _TRIAL_FILES = ("params.json", "result.json", "progress.csv")
 # The ledger's end of a Tune trial -> a seed's status, for seeds without a final row.
-_LEDGER_STATUS = {"terminated": "stopped", "error": "error", "running": "unfinished", "planned": "unfinished"}
+_LEDGER_STATUS = {"terminated": "stopped", "error": "error", "running": "unfinished", "planned": "unfinished",
+                  "replaced": "unfinished"}
 
 
 class ExperimentError(ValueError):

@@ -17,8 +17,8 @@ __all__ = ["Ledger", "LEDGER_FILE", "STATUSES"]
 
 LEDGER_FILE = "groups.json"
 # planned: not started yet; running: started, not ended; terminated: ended (its last epoch, or stopped by the
-# scheduler); error: crashed past its retries.
-STATUSES = ("planned", "running", "terminated", "error")
+# scheduler); error: crashed past its retries; replaced: a sampled draw that had not ended, drawn again by a resume.
+STATUSES = ("planned", "running", "terminated", "error", "replaced")
 
 
 class Ledger:

@@ -338,3 +338,23 @@ def test_resume_rebuilds_a_later_waves_trials_by_their_folders(tmp_path):
     with pytest.raises(SpaceError, match="names a trial 'w2-011_nosuch_s2\\+3' that is not one of this space's") as info:
         plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
     assert "\n" not in str(info.value)
+
+
+def test_a_resumed_sampled_design_draws_each_unfinished_draw_again_once(tmp_path):
+    """--resume of a sampled design: draws that ended are kept, the ones that had not are drawn again first (their
+    old folders marked replaced, so a second resume does not draw them once more), and the rest are new draws."""
+    from pyarrow import fs
+
+    from tune.trials import sampled_searcher
+
+    plan = Plan(load_space(str(Path(__file__).parent / "data" / "sampled.yaml")), "smoke", num_samples=5)
+    ledger = Ledger(fs.LocalFileSystem(), str(tmp_path))
+    for i, status in enumerate(["terminated", "terminated", "running", "error"]):
+        ledger.mark(f"draw{i}", status, {"seeds": [0], "lr": 0.001 * (i + 1), "dropout": 0.1 * i, "model": "basecnn"})
+    searcher, left = sampled_searcher(plan, ledger, None)
+    assert left == 3  # 5 draws, 2 ended
+    assert searcher._points_to_evaluate == [{"lr": 0.003, "dropout": 0.2}, {"lr": 0.004, "dropout": pytest.approx(0.3)}]
+    saved = Ledger.read(fs.LocalFileSystem(), str(tmp_path))
+    assert [g["status"] for g in saved.groups.values()] == ["terminated", "terminated", "replaced", "replaced"]
+    again, left = sampled_searcher(plan, saved, None)
+    assert left == 3 and not again._points_to_evaluate  # nothing is drawn again twice

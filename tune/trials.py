@@ -70,11 +70,14 @@ def sampled_searcher(plan, ledger, study: str | None) -> tuple[Any, int]:
     search_spaces.Ledger): on --resume the draws that had not ended are drawn again first (from scratch: their
     folders are named by Tune's trial id). `study`: the SQLite file of an Optuna study (None: in memory)."""
     done = ledger.count("terminated")
-    again = [g["params"] for g in ledger.groups.values() if g["status"] != "terminated" and g.get("params")]
+    again = [g for g in ledger.groups.values() if g["status"] in ("running", "error") and g.get("params")]
     factors = [f.name for f in plan.space.factors]
-    points = [{k: p[k] for k in factors if k in p} for p in again] or None
+    points = [{k: g["params"][k] for k in factors if k in g["params"]} for g in again] or None
     if again:
         print(f"resume: {done} draw(s) ended; {len(again)} that had not are drawn again from scratch", flush=True)
+        for g in again:
+            g["status"] = "replaced"  # its folder stays, unfinished; the new draw has a folder of its own
+        ledger.write()
     if plan.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
