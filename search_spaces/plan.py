@@ -42,8 +42,7 @@ class Group:
 
     @property
     def name(self) -> str:
-        label = self.point.label if self.point.label != "base" else "base"
-        return f"w{self.wave}-{self.index:03d}_{_words(label)}_s{_seed_words(self.seeds)}"
+        return f"w{self.wave}-{self.index:03d}_{_words(self.point.label)}_s{_seed_words(self.seeds)}"
 
 
 def group_folder(config: Mapping[str, Any], trial_id: str, factors: tuple[str, ...] = ()) -> str:

@@ -129,6 +129,7 @@ class _Seed:
         filesystem.create_dir(folder, recursive=True)
         put_file(filesystem, f"{folder}/params.json", json.dumps(params, sort_keys=True).encode())
         self.saved: dict[int, dict[str, Any]] = {}  # epoch -> the row a run before this one wrote
+        self.loaded: tuple[int, dict[str, Any]] | None = None  # the checkpoint read last, until training goes on
         if filesystem.get_file_info(f"{folder}/result.json").type == pafs.FileType.File:
             with filesystem.open_input_stream(f"{folder}/result.json") as f:
                 for line in f.read().decode("utf-8").splitlines():
@@ -156,6 +157,8 @@ class _Seed:
         """The checkpoint of `epoch` (None for 0: start afresh), with its history as this seed's rows."""
         if not epoch:
             return None
+        if self.loaded is not None and self.loaded[0] == epoch:  # `finished` read it just before
+            return self.loaded[1]
         path = f"{self.folder}/{self.kept[epoch]}/{CHECKPOINT_FILE}"
         with tempfile.TemporaryDirectory() as tmp:  # torch.load needs a seekable local file
             local = Path(tmp) / CHECKPOINT_FILE
@@ -164,11 +167,13 @@ class _Seed:
             state = load_checkpoint(local)
         # The checkpoint's history, with what the runner added to each row when it was written.
         self.rows = [{**self.saved.get(row["epoch"], {}), **row} for row in state["history"]]
+        self.loaded = (epoch, state)
         return state
 
     def keep(self, state: dict[str, Any], metrics: dict[str, Any]) -> None:
         """Write this epoch's checkpoint, then the rows up to it."""
         epoch = metrics["epoch"]
+        self.loaded = None  # training has gone past the checkpoint it started from: do not hold it
         name = CHECKPOINT_DIR.format(epoch)
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / CHECKPOINT_FILE
