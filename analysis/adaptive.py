@@ -18,12 +18,13 @@ from .claims import check_claims, default_claims_file, load_claims
 from .comparisons import group_trials, usable_trials, values_at_epoch
 from .display import scale
 from search_spaces import Ledger, RecordError
+from search_spaces.plan import Group, Plan
 
 from .load import Experiment, ExperimentError, load_experiment
 from .sequential import DECIDED, HOPELESS, Look, Spending, look
 from .verdicts import ClaimOrder
 
-__all__ = ["WaveLook", "look_at", "looks_of", "max_looks"]
+__all__ = ["WaveLook", "look_at", "looks_of", "max_looks", "next_wave"]
 
 
 def max_looks(first: int, max_seeds: int, block: int) -> int:
@@ -120,6 +121,23 @@ def looks_of(experiment: Experiment, *, waves: int, max_seeds: int, block: int) 
 def look_at(path: str, *, wave: int, max_seeds: int, block: int) -> WaveLook:
     """The look after `wave` at the experiment folder `path` (replaying the looks before it)."""
     return looks_of(load_experiment(path), waves=wave, max_seeds=max_seeds, block=block)[-1]
+
+
+def next_wave(plan: Plan, path: str, ledger: Ledger) -> tuple[WaveLook, list[Group], str | None]:
+    """After the latest wave of the runner's `ledger` for `plan` in the folder `path`: the look at the claims
+    (recorded in the ledger), the next wave's trials (planned in the ledger; none: the study stops) and why it
+    stops."""
+    wave = ledger.wave
+    current = look_at(path, wave=wave, max_seeds=plan.seed_cap, block=len(plan.seeds))
+    ledger.looks = [*[x for x in ledger.looks if x["wave"] != wave], current.to_json()]
+    ledger.write()
+    if current.stop:
+        return current, [], current.stop
+    groups = plan.next_groups(ledger, current.extend)
+    if not groups:
+        return current, [], "every undecided point has its most seeds"
+    ledger.plan(groups)
+    return current, groups, None
 
 
 def _waves(experiment: Experiment) -> dict[str, int]:

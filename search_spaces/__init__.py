@@ -12,6 +12,7 @@ levels and factors, and the schedulers.
     plan.py        Plan, Group: a space at a budget with its search and scheduler, as trials of a point and its seeds
     estimate.py    how long a plan takes, from measured speeds (speeds.json)
     modes.py       a metric's mode (max or min): mode_error, and best_of, best_index, is_better to pick by it
+    seeds.py       SeedRecord: a seed's record in its trial's folder; summarize, seed_means (imports torch: not loaded here)
 
 Ray-free; see README.md here.
 """

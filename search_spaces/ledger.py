@@ -8,10 +8,13 @@ shared results folder is unpickled.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .record import RecordError, put_file
+
+if TYPE_CHECKING:
+    from .plan import Group
 
 __all__ = ["Ledger", "LEDGER_FILE", "STATUSES"]
 
@@ -52,10 +55,11 @@ class Ledger:
     def write(self) -> None:
         put_file(self.filesystem, self.path, json.dumps({"groups": self.groups, "looks": self.looks}, indent=1).encode())
 
-    def plan(self, groups: list[tuple[str, int, str, tuple[int, ...]]]) -> None:
-        """Add trials about to run, as (folder, wave, label, seeds); those already there keep their status."""
-        for name, wave, label, seeds in groups:
-            self.groups.setdefault(name, {"wave": wave, "label": label, "seeds": list(seeds), "status": "planned"})
+    def plan(self, groups: Iterable[Group]) -> None:
+        """Add trials about to run (search_spaces.plan.Group); those already there keep their status."""
+        for g in groups:
+            self.groups.setdefault(g.name, {"wave": g.wave, "label": g.point.label, "seeds": list(g.seeds),
+                                            "status": "planned"})
         self.write()
 
     def mark(self, folder: str, status: str, params: Mapping[str, Any]) -> None:

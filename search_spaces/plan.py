@@ -215,6 +215,12 @@ class Plan:
         budget = self.space.budgets[self.budget].settings
         return {k: self.settings.get(k, budget[k]) for k in self.scheduler_entry.keys}
 
+    @property
+    def unfusable(self) -> str | None:
+        """What of the plan seeds fused into one network cannot do (they train uncompiled, in the default layout)."""
+        return next((name for name in ("compile", "channels_last")
+                     if self.base_config().get(name) or any(f.name == name for f in self.space.factors)), None)
+
     def base_config(self) -> dict[str, Any]:
         """The base point's flat config at this budget, with the runner's overrides (a fresh dict)."""
         seed = self.sample_seeds[0] if self.space.design == "sample" else self.seeds[0]
@@ -282,10 +288,17 @@ class Plan:
             dataset=self.dataset_name, scheduler=self.scheduler, settings=self.scheduler_settings, search=self.search,
             **run)
 
-    def differs_from(self, record: ExperimentRecord) -> list[str]:
-        """What of the study `record` says ran differs from this plan (what --resume refuses)."""
+    def resume_error(self, record: ExperimentRecord) -> str | None:
+        """Why this plan cannot finish the study `record` says ran (None: it can): another space or budget, or the
+        same run another way (--resume refuses)."""
+        if (record.space, record.budget) != (self.space.name, self.budget):
+            return f"ran space {record.space} at budget {record.budget}; pass --space {record.space} --budget {record.budget}"
         was, now = _study(record.to_json()), _study(self.record().to_json())
-        return [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
+        differ = [k for k in _STUDY_KEYS if was.get(k) != now.get(k)]
+        if differ:
+            return (f"ran with a different {', '.join(differ)}; resume with the flags and space file it ran with: "
+                    f"{record.command or 'see its cnnsearch.json'}")
+        return None
 
     # What Tune gets -----------------------------------------------------------------------------
     def shared_params(self) -> dict[str, Any]:

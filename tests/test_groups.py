@@ -322,13 +322,13 @@ def test_resume_rebuilds_a_later_waves_trials_by_their_folders(tmp_path):
     plan = Plan(load_space("ablation"), "smoke", scheduler="fifo", until_decided=True, max_seeds=4)
     ledger = Ledger(fs.LocalFileSystem(), str(tmp_path))
     first = plan.wave_groups(ledger)
-    ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in first])
+    ledger.plan(first)
     assert [g.name for g in plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))] == \
            [g.name for g in first]
     for name in ledger.groups:
         ledger.groups[name]["status"] = "terminated"
     second = plan.next_groups(ledger, [first[3].point.label, first[5].point.label])
-    ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in second])
+    ledger.plan(second)
     again = plan.wave_groups(Ledger.read(fs.LocalFileSystem(), str(tmp_path)))
     assert [g.name for g in again] == [g.name for g in second] == ["w2-009_lr_decay=0.45_s2+3",
                                                                    "w2-010_dropout=0.8_s2+3"]

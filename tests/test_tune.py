@@ -430,6 +430,13 @@ def test_resume_after_driver_is_killed(data_root, tmp_path):
     assert {f"{name}/seed-{s}" for name, g in ledger.items() for s in g["seeds"]} == set(after)
     assert len(ledger) == 9 and {g["status"] for g in ledger.values()} == {"terminated"}
     assert ledger["w1-000_base_s0-3"]["seeds"] == [0, 1, 2, 3]
+    # The summary's best trial is the best seeds' mean over every trial, those that ended before the kill too.
+    groups: dict[str, list[list[dict]]] = {}
+    for name, rows in after.items():
+        groups.setdefault(name.split("/")[0], []).append(rows)
+    best = max(sum(rows[e]["val_acc"] for rows in g) / len(g) for g in groups.values() for e in range(2))
+    summary = re.search(r"^best trial: val_acc (0\.\d{4}), its seeds' mean", resumed.stdout, re.M)
+    assert summary and abs(float(summary.group(1)) - best) <= 5e-5 + 1e-9, (summary, best)
 
 
 def test_existing_cluster_through_address(data_root, tmp_path):
@@ -636,3 +643,17 @@ def test_default_gpus_per_trial_follows_the_measured_table(options, cluster_gpus
 ])
 def test_fuse_auto_fuses_the_seeds_of_trials_with_a_gpu(fuse, trial_gpus, expected):
     assert RunOptions(fuse=fuse).fused(trial_gpus) is expected
+
+
+def test_fuse_follows_what_fused_seeds_cannot_do(tmp_path):
+    """A compiled or channels-last plan: auto trains its seeds one after another even with a GPU; on is refused."""
+    one = (DATA / "one_trial.yaml").read_text()
+    (tmp_path / "cl.yaml").write_text(one.replace("base: {", "base: {channels_last: true, "))
+    (tmp_path / "compiled.yaml").write_text(one.replace("dropout: {levels: [0.0]}", "compile: {levels: [false, true]}"))
+    assert Plan(load_space(DATA / "one_trial.yaml"), "smoke").unfusable is None
+    assert Plan(load_space(tmp_path / "cl.yaml"), "smoke").unfusable == "channels_last"
+    assert Plan(load_space(tmp_path / "compiled.yaml"), "smoke").unfusable == "compile"
+    assert RunOptions(fuse="auto").fused(1.0, "compile") is False
+    assert RunOptions(fuse="off").fused(1.0, "compile") is False
+    with pytest.raises(RunError, match="cannot use channels_last: set channels_last: false"):
+        RunOptions(fuse="on").fused(1.0, "channels_last")

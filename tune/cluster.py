@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -33,7 +34,7 @@ from search_spaces import STATE_FILE
 
 from .options import RunError, RunOptions
 
-__all__ = ["claim_folder", "start_ray", "require_token_auth", "answers_without_token", "MPSError", "mps_daemon",
+__all__ = ["claim_folder", "connect", "start_ray", "require_token_auth", "answers_without_token", "MPSError", "mps_daemon",
            "CONTROL"]
 
 
@@ -121,6 +122,7 @@ def _reason(exc: OSError) -> str:
 
 # ----------------------------------------------------------------------------------------- cluster
 README_SECTION = 'README, "Several machines"'
+TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cluster token
 
 
 def require_token_auth(address: str | None) -> None:
@@ -158,6 +160,35 @@ def answers_without_token(gcs: str) -> bool:
                            f"({exc.code().name}); set RAY_AUTH_MODE=disabled to run without the check") from None
     return True
 
+def connect(address: str):
+    """Join the existing cluster at `address`, which must use token authentication; Ray's context. RunError (one
+    line) at once when nothing answers there (ray.init would retry for minutes) or the cluster refuses the driver."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if sep and port.isdigit():  # `auto`, `local` and addresses without a port are left to Ray
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+        except OSError as exc:
+            raise RunError(f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}); "
+                           "start the cluster (`ray start --head`) or check the host and port (6379 for HOST:PORT, "
+                           "10001 for ray://HOST:PORT)") from None
+    # Ray sends its token by itself only to a cluster it finds with address "auto"; to an explicit address only
+    # with RAY_AUTH_MODE=token, which it reads once, at import. A cluster without token auth ignores the token.
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(os.environ.get("RAY_AUTH_TOKEN_PATH", "")) or \
+            os.path.isfile(os.path.expanduser(TOKEN_FILE)):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    try:
+        context = ray.init(address=address)
+    except Exception as exc:  # Ray raises several types (ConnectionError, ValueError, RuntimeError)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"--address {address}: cannot connect to a Ray cluster there ({detail}); if it uses token "
+                       f"authentication (Ray's default), put its token (`ray get-auth-token` on the head) in "
+                       f"{TOKEN_FILE} or RAY_AUTH_TOKEN") from None
+    require_token_auth(address)
+    return context
+
+
 def start_ray(options: RunOptions):
     """Join the cluster at `options.address`, or start a local one (unless Ray already runs in this
     process); either must use token authentication. Returns Ray's context (None when already running)."""
@@ -166,9 +197,7 @@ def start_ray(options: RunOptions):
     if ray.is_initialized():
         return None
     if options.address:
-        context = ray.init(address=options.address)
-        require_token_auth(options.address)
-        return context
+        return connect(options.address)
     # Ray warns on every new local cluster that it enabled token authentication (its default, kept
     # here); the plan's dashboard line already says where the token is.
     logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(

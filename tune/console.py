@@ -82,16 +82,15 @@ class StopOnSignal:
             return
         raise KeyboardInterrupt
 
-    def fit(self, tuner):
+    def fit(self, tuner) -> None:
         """`tuner.fit()`, stopped by the signals as above; Interrupted if one came."""
         self.arm()
         self.fitting = True
         main = threading.current_thread() is threading.main_thread()
         with environ(_NO_TUNE_SIGINT, "1" if main else None, override=True):  # Tune reads it when its loop starts
-            results = tuner.fit()
+            tuner.fit()
         if self.signum is not None:
             raise Interrupted(self.signum, self.exp_path, self.trials)
-        return results
 
 
 @contextlib.contextmanager

@@ -31,10 +31,11 @@ from pyarrow import fs as pafs
 from ray import tune as ray_tune
 
 from cnnsearch.cli import redact
-from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, RecordError, SpaceError, best_index,
-                           is_better, locate_folder, seed_params, trial_config)
+from search_spaces import (LEDGER_FILE, ExperimentRecord, Ledger, Provenance, RecordError, SpaceError, best_of,
+                           locate_folder, trial_config)
 from search_spaces.estimate import concurrency
-from search_spaces.plan import Group, Plan, group_folder
+from search_spaces.plan import Plan, group_folder
+from search_spaces.seeds import seed_means
 
 from .cluster import MPSError, claim_folder, mps_daemon, start_ray
 from .console import Interrupted, StopOnSignal, environ, mlflow_logger, print_plan, reporter, watch_lines
@@ -168,12 +169,7 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
                        "use --gpus-per-trial 0, or --num-gpus N to declare logical GPUs on a local cluster")
     if options.cpus_per_trial > cluster.get("CPU", 0):
         raise RunError(f"--cpus-per-trial {options.cpus_per_trial:g} but the cluster has {cluster.get('CPU', 0):g} CPU(s)")
-    fused = options.fused(gpus)
-    if fused is None and _unfusable(plan):
-        fused = False  # --fuse auto: a compiled or channels-last plan trains its seeds one after another
-    if fused and _unfusable(plan):
-        raise RunError(f"seeds fused into one network cannot use {_unfusable(plan)}: set {_unfusable(plan)}: false "
-                       "in the space, or train the seeds one after another (--fuse off)")
+    fused = options.fused(gpus, plan.unfusable)
     concurrent = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
     factors = tuple(f.name for f in plan.space.factors)
     trainable = ray_tune.with_resources(
@@ -193,12 +189,22 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
         except OSError as exc:
             raise RunError(f"cannot write the experiment record in {exp_path} ({exc})") from None
 
-    def wave(searcher, trials: int) -> Any:
-        callbacks = [_Record(ledger, factors), *loggers]
-        tuner = ray_tune.Tuner(trainable, param_space=param_space(plan),
-                               tune_config=_tune_config(plan, options, searcher, trials, factors),
-                               run_config=_run_config(plan, options, name, storage, filesystem, callbacks, trials))
-        return stop.fit(tuner)
+    def wave(searcher, trials: int) -> None:  # one Tune run: a sampled design's draws, or a wave's list of trials
+        tune_config = ray_tune.TuneConfig(
+            metric=plan.space.metric, mode=plan.space.mode, num_samples=trials, search_alg=searcher,
+            scheduler=plan.scheduler_entry.build(ray_tune.schedulers, plan.epochs, plan.scheduler_settings),
+            max_concurrent_trials=options.max_concurrent,
+            trial_dirname_creator=lambda trial: group_folder(trial.config, trial.trial_id, factors),
+            # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
+            # set are imported and fetched once per worker, not once per trial.
+            reuse_actors=True)
+        # Tune's own files (the seeds' means as CSV, JSON and TensorBoard events that `tensorboard --logdir` reads)
+        # land in each trial's folder beside its seeds' records; a trial keeps no Tune checkpoint (its seeds do).
+        run_config = ray_tune.RunConfig(
+            name=name, storage_path=storage, storage_filesystem=filesystem, verbose=1,
+            failure_config=ray_tune.FailureConfig(max_failures=options.max_failures),
+            progress_reporter=reporter(plan, options, trials), callbacks=[_Record(ledger, factors), *loggers])
+        stop.fit(ray_tune.Tuner(trainable, param_space=param_space(plan), tune_config=tune_config, run_config=run_config))
 
     # Tune's newer console output ignores a ProgressReporter and prints the design point as a
     # truncated dict; the classic table shows our columns (point label, seeds, epoch, val_acc).
@@ -207,96 +213,41 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     # trials that share a GPU would start one after another, each after the one before had started. The fixed
     # designs' TrialList gets the grid generator's allowance (Ray's rule: max(200, 1.1 x the cluster's CPUs)).
     pending = None if plan.space.design == "sample" else str(max(200, int(cluster.get("CPU", 1) * 1.1)))
-    results, stopped = [], None
+    stopped = None
     with _tune_hints_dropped(), environ("TUNE_MAX_PENDING_TRIALS_PG", pending):
         if plan.space.design == "sample":
             searcher, trials = sampled_searcher(plan, ledger, study)
             if trials:
-                results.append(wave(searcher, trials))
+                wave(searcher, trials)
         else:
             try:
                 groups = plan.wave_groups(ledger)
             except SpaceError as exc:
                 raise RunError(f"--resume: {exc}; it cannot be resumed") from None
             if not ledger.groups:
-                _plan(ledger, groups)
+                ledger.plan(groups)
             while True:
                 todo = [g for g in groups if ledger.groups[g.name]["status"] != "terminated"]
                 if todo:
-                    results.append(wave(TrialList([plan.group_params(g) for g in todo], plan.space.metric,
-                                                  plan.space.mode), len(todo)))
+                    wave(TrialList([plan.group_params(g) for g in todo], plan.space.metric, plan.space.mode), len(todo))
                 if not plan.until_decided:
                     break
-                groups, stopped = _next_wave(plan, exp_path, ledger)
+                from analysis.adaptive import next_wave
+
+                look, groups, stopped = next_wave(plan, exp_path, ledger)
+                print("\n".join(look.lines()), flush=True)
                 if not groups:
                     break
     return RunResult(path=exp_path, trials=len(ledger.groups), errors=ledger.count("error"),
-                     best=_best(results, plan), stopped=stopped)
+                     best=_best(filesystem, exp_path, ledger, plan), stopped=stopped)
 
 
-# ------------------------------------------------------------------------------------------ waves
+# ------------------------------------------------------------------------------------------ parts
 def _ledger(filesystem: pafs.FileSystem, exp_path: str) -> Ledger:
     try:
         return Ledger.read(filesystem, exp_path)
     except RecordError as exc:
         raise RunError(f"--resume: {exp_path}: {exc}; it cannot be resumed") from None
-
-
-def _plan(ledger: Ledger, groups: list[Group]) -> None:
-    ledger.plan([(g.name, g.wave, g.point.label, g.seeds) for g in groups])
-
-
-def _next_wave(plan: Plan, exp_path: str, ledger: Ledger) -> tuple[list[Group], str | None]:
-    """Judge the claims after the wave just run; the next wave's trials (none: stop) and why it stopped."""
-    from analysis.adaptive import look_at
-
-    wave = ledger.wave
-    look = look_at(exp_path, wave=wave, max_seeds=plan.seed_cap, block=len(plan.seeds))
-    ledger.looks = [*[x for x in ledger.looks if x["wave"] != wave], look.to_json()]
-    ledger.write()
-    for line in look.lines():
-        print(line, flush=True)
-    if look.stop:
-        return [], look.stop
-    groups = plan.next_groups(ledger, look.extend)
-    if not groups:
-        return [], "every undecided point has its most seeds"
-    _plan(ledger, groups)
-    return groups, None
-
-
-# ------------------------------------------------------------------------------------- Tune's parts
-def _tune_config(plan: Plan, options: RunOptions, searcher, trials: int, factors: tuple[str, ...]):
-    space = plan.space
-    return ray_tune.TuneConfig(
-        metric=space.metric, mode=space.mode, num_samples=trials,  # a sampled design's draws, or the wave's list
-        scheduler=plan.scheduler_entry.build(ray_tune.schedulers, plan.epochs, plan.scheduler_settings),
-        search_alg=searcher, max_concurrent_trials=options.max_concurrent,
-        trial_dirname_creator=lambda trial: group_folder(trial.config, trial.trial_id, factors),
-        # A new trial reuses a finished trial's worker: torch, torchvision and the shared data
-        # set are imported and fetched once per worker, not once per trial.
-        reuse_actors=True,
-    )
-
-
-def _run_config(plan: Plan, options: RunOptions, name: str, storage: str, filesystem: pafs.FileSystem,
-                callbacks: list, trials: int) -> ray_tune.RunConfig:
-    """Where results go: Tune's own files (metrics of the seeds' means, TensorBoard) land in each trial's
-    folder beside its seeds' records; a trial keeps no Tune checkpoint (its seeds keep theirs)."""
-    return ray_tune.RunConfig(
-        name=name, storage_path=storage, storage_filesystem=filesystem,
-        failure_config=ray_tune.FailureConfig(max_failures=options.max_failures),
-        progress_reporter=reporter(plan, options, trials), verbose=1,
-        # Tune adds its CSV, JSON and TensorBoard (tensorboardX) loggers to these: every trial folder
-        # gets events.out.tfevents.* that `tensorboard --logdir` reads.
-        callbacks=callbacks,
-    )
-
-
-def _unfusable(plan: Plan) -> str | None:
-    """What of the plan fused seeds cannot do: they train uncompiled, in the default memory layout."""
-    return next((name for name in ("compile", "channels_last")
-                 if plan.base_config().get(name) or any(f.name == name for f in plan.space.factors)), None)
 
 
 @contextlib.contextmanager
@@ -321,38 +272,24 @@ def _tune_hints_dropped():
 def _check_resume(filesystem: pafs.FileSystem, exp_path: str, plan: Plan) -> None:
     """--resume needs the record of the same study, run the same way."""
     try:
-        saved = ExperimentRecord.read(exp_path, filesystem)
+        why = plan.resume_error(ExperimentRecord.read(exp_path, filesystem))
     except RecordError as exc:
         raise RunError(f"--resume: {exp_path} is not a cnnsearch experiment ({exc}); check --storage and --name") from None
-    if (saved.space, saved.budget) != (plan.space.name, plan.budget):
-        raise RunError(f"--resume: {exp_path} ran space {saved.space} at budget {saved.budget}; "
-                       f"pass --space {saved.space} --budget {saved.budget}")
-    differ = plan.differs_from(saved)
-    if differ:
-        raise RunError(f"--resume: {exp_path} ran with a different {', '.join(differ)}; resume with the flags and "
-                       f"space file it ran with: {saved.command or 'see its cnnsearch.json'}")
+    if why:
+        raise RunError(f"--resume: {exp_path} {why}")
 
 
 # ------------------------------------------------------------------------------------------ output
-def _best(results: list, plan: Plan) -> BestTrial | None:
-    """The trial whose seeds' mean was best at any epoch, over every wave."""
-    space = plan.space
-    best = None
-    for grid in results:
-        for result in grid:
-            frame = result.metrics_dataframe
-            if frame is None or space.metric not in frame or frame[space.metric].isna().all():
-                continue
-            at = best_index(frame[space.metric], space.mode)
-            value = float(frame.loc[at, space.metric])
-            if best is None or is_better(value, best[0], space.mode):
-                best = (value, int(frame.loc[at, "epoch"]), float(frame[space.metric].iloc[-1]),
-                        int(frame["epoch"].iloc[-1]), result.config)
-    if best is None:
+def _best(filesystem: pafs.FileSystem, exp_path: str, ledger: Ledger, plan: Plan) -> BestTrial | None:
+    """The trial whose seeds' mean was best at any epoch, over every wave and every run of a resumed experiment,
+    from the seeds' own records."""
+    metric, mode = plan.space.metric, plan.space.mode
+    found = [seed_means(filesystem, f"{exp_path}/{folder}", metric, mode)
+             for folder, group in ledger.groups.items() if group["status"] != "replaced"]
+    found = [f for f in found if f is not None]
+    if not found:
         return None
-    value, epoch, last, epochs, params = best
-    config = trial_config(seed_params(params)[0])
-    base = plan.base_config()
-    return BestTrial(space.metric, value, config,
-                     {k: v for k, v in config.items() if k != "seed" and base.get(k) != v},
-                     epoch=epoch, last=last, epochs=epochs)
+    best = best_of(found, mode, key=lambda f: f["value"])
+    config, base = trial_config(best["params"]), plan.base_config()
+    return BestTrial(metric, best["value"], config, {k: v for k, v in config.items() if k != "seed" and base.get(k) != v},
+                     epoch=best["epoch"], last=best["last"], epochs=best["epochs"])

@@ -103,12 +103,16 @@ class RunOptions:
             return self.gpus_per_trial
         return default_gpu_share(mps=self.mps, cuda_graph=cuda_graph) if cluster_gpus > 0 else 0.0
 
-    def fused(self, trial_gpus: float) -> bool | None:
+    def fused(self, trial_gpus: float, unfusable: str | None = None) -> bool | None:
         """Whether a trial with `trial_gpus` trains its seeds fused; None: the trial decides by its device
-        (--fuse auto where trials get GPUs, which may be logical ones on a CPU)."""
+        (--fuse auto where trials get GPUs, which may be logical ones on a CPU). `unfusable`: a config key the
+        plan sets that fused seeds cannot use (`Plan.unfusable`): auto does not fuse, on is refused."""
+        if self.fuse == "on" and unfusable:
+            raise RunError(f"seeds fused into one network cannot use {unfusable}: set {unfusable}: false in the space, "
+                           "or train the seeds one after another (--fuse off)")
         if self.fuse != "auto":
             return self.fuse == "on"
-        return None if trial_gpus > 0 else False
+        return None if trial_gpus > 0 and not unfusable else False
 
     def replace(self, **changes: Any) -> RunOptions:
         return dataclasses.replace(self, **changes)

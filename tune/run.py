@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 
 from cnnsearch.cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, redact, stop_on_signals
@@ -24,7 +23,6 @@ from cnnsearch.cli import DATA_DIR_HELP, ArgumentParser, Interrupt, fail, redact
 __all__ = ["main", "build_parser"]
 
 PROG = "python -m tune.run"
-TOKEN_FILE = "~/.ray/auth_token"  # where `ray start` and ray.init() keep the cluster token
 ASK_ABOVE = 1_000  # seed runs: a larger plan runs only with --yes
 
 
@@ -213,54 +211,20 @@ def _summary(result, plan, args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if result.errors else 0
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail at once when nothing listens at a HOST:PORT address: ray.init would retry for minutes
-    before giving up. `auto`, `local` and addresses without a port are left to Ray."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        fail(f"--address {address}: nothing answers at {host}:{port} ({exc.strerror or type(exc).__name__}); "
-             "start the cluster (`ray start --head`) or check the host and port "
-             "(6379 for HOST:PORT, 10001 for ray://HOST:PORT)", prog=PROG)
-
-
-def _send_token_if_any() -> None:
-    """Ray sends its auth token by itself only to a cluster it finds with address "auto"; to an explicit
-    address it sends none unless RAY_AUTH_MODE=token, and a `ray start --head` cluster (token auth by
-    default) then refuses the driver. Send the token whenever there is one: a cluster without token
-    auth ignores it. An explicit RAY_AUTH_MODE is left as the user set it."""
-    token = (os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(os.environ.get("RAY_AUTH_TOKEN_PATH", ""))
-             or os.path.isfile(os.path.expanduser(TOKEN_FILE)))
-    if token:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
 def _gpus_available(args: argparse.Namespace) -> bool:
     """Whether trials can have GPUs: an existing cluster's (connecting to it, unless this is a dry
     run; one without token authentication is refused), declared logical GPUs, or real ones here."""
     from .options import RunError
 
     if args.address and not args.dry_run:
-        _check_reachable(args.address)
-        _send_token_if_any()  # before Ray is imported: it reads RAY_AUTH_MODE once, at import
-        import ray
+        from .cluster import connect  # before anything imports Ray: it reads RAY_AUTH_MODE once, at import
 
         try:
-            ray.init(address=args.address)
-        except Exception as exc:  # Ray raises several types (ConnectionError, ValueError, RuntimeError)
-            fail(f"--address {args.address}: cannot connect to a Ray cluster there "
-                 f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}); if it uses "
-                 f"token authentication (Ray's default), put its token (`ray get-auth-token` on the head) in "
-                 f"{TOKEN_FILE} or RAY_AUTH_TOKEN", prog=PROG)
-        from .cluster import require_token_auth
-
-        try:
-            require_token_auth(args.address)
+            connect(args.address)
         except RunError as exc:
             fail(str(exc), prog=PROG)
+        import ray
+
         return ray.cluster_resources().get("GPU", 0) > 0
     if args.num_gpus is not None:
         return args.num_gpus > 0
