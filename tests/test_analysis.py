@@ -42,15 +42,19 @@ TRIALS, MAX_EPOCHS = 6, 3  # 3 points (base, dropout=0.5, lr_decay=0.45) x 2 see
 # ------------------------------------------------------------------------------ the tiny real run
 @pytest.fixture(scope="module")
 def tiny_run(data_root, tmp_path_factory) -> Path:
-    storage = tmp_path_factory.mktemp("analysis_runs")
+    here = tmp_path_factory.mktemp("analysis_runs")
     env = {**os.environ, "CNNSEARCH_DATA_DIR": str(data_root)}
     start = time.perf_counter()
+    # The default --storage is relative (runs/): it must mean the folder the command ran in, not a trial's
+    # working folder (Tune runs each trial in one of its own).
     proc = subprocess.run([sys.executable, "-m", "tune.run", "--space", str(SPACE), "--budget", "smoke", "--no-dashboard",
-                           "--no-download", "--storage", str(storage), "--name", "tiny"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           "--no-download", "--name", "tiny"],
+                          cwd=here, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"^best trial: val_acc 0\.\d{4}, its seeds' mean", proc.stdout, re.M), proc.stdout[-2000:]
+    assert len(list((here / "runs" / "tiny").glob("w1-*/seed-*/result.json"))) == TRIALS
     print(f"tiny tune run: {time.perf_counter() - start:.0f}s")
-    return storage / "tiny"
+    return here / "runs" / "tiny"
 
 
 @pytest.fixture

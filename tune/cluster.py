@@ -160,6 +160,7 @@ def answers_without_token(gcs: str) -> bool:
                            f"({exc.code().name}); set RAY_AUTH_MODE=disabled to run without the check") from None
     return True
 
+
 def connect(address: str):
     """Join the existing cluster at `address`, which must use token authentication; Ray's context. RunError (one
     line) at once when nothing answers there (ray.init would retry for minutes) or the cluster refuses the driver."""

@@ -172,11 +172,12 @@ def _run(plan: Plan, options: RunOptions, data, filesystem: pafs.FileSystem, sto
     fused = options.fused(gpus, plan.unfusable)
     concurrent = concurrency(plan.num_trials, cluster, options.cpus_per_trial, gpus, options.max_concurrent)
     factors = tuple(f.name for f in plan.space.factors)
-    trainable = ray_tune.with_resources(
-        ray_tune.with_parameters(train_group, data=data, storage=options.storage, name=name, metric=plan.space.metric,
-                                 mode=plan.space.mode, fuse=fused, factors=factors),
-        {"cpu": options.cpus_per_trial, "gpu": gpus})
     local = filesystem.type_name == "local"
+    # A local --storage goes to the trials resolved: Tune runs each trial in a working folder of its own.
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(train_group, data=data, storage=storage if local else options.storage, name=name,
+                                 metric=plan.space.metric, mode=plan.space.mode, fuse=fused, factors=factors),
+        {"cpu": options.cpus_per_trial, "gpu": gpus})
     study = f"{exp_path}/{OPTUNA_DB}" if plan.search == "optuna" and local else None
     loggers = mlflow_logger(options, name, storage, filesystem)
     print_plan(plan, options, context, gpus, concurrent, exp_path, cluster,
