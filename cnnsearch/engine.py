@@ -486,8 +486,8 @@ def train_units(units: Sequence[Unit], *, on_epoch: Callable[[list[tuple[int, di
     members = [(unit, i) for unit in units for i in range(len(unit.members))]
     first = {id(unit): members.index((unit, 0)) for unit in units}  # m of each unit's member 0
     while True:
-        epoch_start = time.perf_counter()
-        done: list[tuple[int, tuple[float, float], tuple[float, float], float]] = []  # (m, train, val, lr)
+        # (m, train, val, lr, its unit's epoch in s): a seed trained one after another is timed on its own
+        done: list[tuple[int, tuple[float, float], tuple[float, float], float, float]] = []
         train_s = 0.0  # the group's training time this epoch (s), validation excluded
         for unit in units:
             live = [i for i, member in enumerate(unit.members) if member.live]
@@ -501,12 +501,12 @@ def train_units(units: Sequence[Unit], *, on_epoch: Callable[[list[tuple[int, di
                 scores = unit.validate([i for i in live if math.isfinite(trained[i][0])])
                 for member in unit.members:
                     member.end_epoch()
-            done += [(first[id(unit)] + i, trained[i], scores.get(i, (math.nan, 0.0)), lrs[i]) for i in live]
+            unit_s = time.perf_counter() - start
+            done += [(first[id(unit)] + i, trained[i], scores.get(i, (math.nan, 0.0)), lrs[i], unit_s) for i in live]
         if not done:
             return
-        epoch_s = time.perf_counter() - epoch_start
         reports = []
-        for m, (train_loss, train_acc), (val_loss, val_acc), lr in done:
+        for m, (train_loss, train_acc), (val_loss, val_acc), lr, epoch_s in done:
             unit, i = members[m]
             member = unit.members[i]
             diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))

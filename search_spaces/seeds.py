@@ -70,8 +70,10 @@ class SeedRecord:
             with self.filesystem.open_input_stream(f"{self.folder}/{self.kept[epoch]}/{CHECKPOINT_FILE}") as src:
                 local.write_bytes(src.read())
             state = load_checkpoint(local)
-        # The checkpoint's history, with what the runner added to each row when it was written.
-        self.rows = [{**self.saved.get(row["epoch"], {}), **row} for row in state["history"]]
+        # The checkpoint's history, with what the runner added to each row when it was written (a run killed between
+        # an epoch's checkpoint and its result.json line wrote none: then the name it would have written).
+        self.rows = [{"checkpoint_dir_name": CHECKPOINT_DIR.format(row["epoch"]), **self.saved.get(row["epoch"], {}),
+                      **row} for row in state["history"]]
         self.loaded = (epoch, state)
         return state
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -296,6 +297,20 @@ def test_a_sequential_member_trains_bit_for_bit_as_fit_does(cifar10):
         assert _exact(result.history) == _exact(alone.history)
         assert _weights_equal(result.model, alone.model)
     assert len({r.history[-1]["train_loss"] for r in group}) == 3  # three runs, not one three times
+
+
+def test_a_sequential_members_epoch_time_is_its_own(cifar10):
+    """Members trained one after another each report the time of their own epoch, not the whole group's: the
+    members' times of an epoch add up to at most the time between two epochs' reports."""
+    stamps, times = [], []
+
+    def on_epoch(reports):
+        stamps.append(time.perf_counter())
+        times.append([metrics["epoch_time_s"] for _, metrics, _ in reports])
+
+    fit_group(_members(epochs=3), cifar10, fused=False, on_epoch=on_epoch)
+    for epoch in (1, 2):  # the epochs between two reports
+        assert 0 < sum(times[epoch]) <= stamps[epoch] - stamps[epoch - 1], (times, stamps)
 
 
 def test_a_sequential_group_resumes_exactly(cifar10, tmp_path):

@@ -9,7 +9,8 @@ import math
 import pytest
 from pyarrow import fs
 
-from search_spaces.seeds import summarize, seed_means
+from cnnsearch.engine import save_checkpoint
+from search_spaces.seeds import SeedRecord, seed_means, summarize
 
 
 def _row(epoch: int, acc: float, loss: float, status: str = "running") -> dict:
@@ -49,3 +50,19 @@ def test_seed_means_finds_the_best_epoch_of_the_seeds_mean(tmp_path, metric, mod
     assert seed_means(fs.LocalFileSystem(), str(tmp_path / "none"), metric, mode) is None
     (tmp_path / "empty" / "seed-0").mkdir(parents=True)
     assert seed_means(fs.LocalFileSystem(), str(tmp_path / "empty"), metric, mode) is None
+
+
+def test_a_record_killed_between_checkpoint_and_result_line_reads_back_whole(tmp_path):
+    """A kill after an epoch's checkpoint but before its result.json line: the row read back from the checkpoint
+    names its checkpoint as an uninterrupted run's row does (the resume tests compare them)."""
+    folder = tmp_path / "w1-000_base_s0" / "seed-0"
+    history = [_row(1, 0.2, 2.0), _row(2, 0.3, 1.8)]
+    for epoch in (1, 2):
+        (folder / f"checkpoint_{epoch:06d}").mkdir(parents=True)
+        save_checkpoint({"format": 1, "epoch": epoch, "history": history[:epoch]}, folder / f"checkpoint_{epoch:06d}" / "state.pt")
+    (folder / "result.json").write_text(json.dumps({**history[0], "checkpoint_dir_name": "checkpoint_000001",
+                                                    "time_total_s": 5.0, "seed": 0}) + "\n")
+    record = SeedRecord(fs.LocalFileSystem(), str(folder), {"seed": 0}, "val_acc", "max", started_at=0.0)
+    assert record.epoch == 2 and not record.finished
+    assert [r["checkpoint_dir_name"] for r in record.rows] == ["checkpoint_000001", "checkpoint_000002"]
+    assert record.rows[0]["time_total_s"] == 5.0 and record.rows[1]["val_acc"] == 0.3
