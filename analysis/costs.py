@@ -24,17 +24,20 @@ def alive_per_epoch(experiment: Experiment) -> pd.DataFrame:
 def cost(experiment: Experiment) -> dict[str, Any]:
     """Trials (by status), epochs trained against epochs planned, wall time and device-hours.
 
-    Device-hours: each trial's wall time times the GPUs it held (GPU-hours) or, without GPUs, the CPU
+    Device-hours: each Tune trial's wall time times the GPUs it held (GPU-hours) or, without GPUs, the CPU
     cores (core-hours). The scheduler's saving: the epochs its stopped trials did not run, and their
-    device-hours at each trial's own time per epoch."""
+    device-hours at each trial's own time per epoch. A Tune trial is a point with its seeds (TRIAL/seed-N, one
+    row each, sharing its clock and resources): its time counts once."""
     trials = experiment.trials
     gpu = float(experiment.record.resources.get("gpu") or 0.0)
     cpu = float(experiment.record.resources.get("cpu") or 1.0)
     per_trial, unit = (gpu, "GPU-hours") if gpu > 0 else (cpu, "CPU core-hours")
-    wall = trials["wall_time_s"].fillna(0.0)
+    tune_trial = trials["folder"].astype(str).str.split("/", n=1).str[0]
+    wall = trials["wall_time_s"].fillna(0.0).groupby(tune_trial).max()
     stopped = trials[trials["stopped_early"]]
     left = (stopped["max_epochs"] - stopped["epochs"]).clip(lower=0)
     saved_s = (stopped["wall_time_s"] / stopped["epochs"].clip(lower=1) * left).fillna(0.0)
+    saved_s = saved_s.groupby(tune_trial[stopped.index]).max()
     planned = int(trials["max_epochs"].sum())
     trained = int(trials["epochs"].sum())
     return {

@@ -82,6 +82,20 @@ def result_lines(run: Path) -> dict[str, int]:
             for p in run.glob("*/seed-*/result.json")}
 
 
+def test_cost_counts_each_tune_trial_once(tiny_run):
+    """A Tune trial is a point with its seeds (TRIAL/seed-N, a row each): the seeds share its clock and its CPU, so
+    its wall time counts once in the cost, not once per seed."""
+    from analysis.costs import cost
+
+    exp = load_experiment(tiny_run)
+    walls = exp.trials.groupby(exp.trials["folder"].str.split("/").str[0])["wall_time_s"]
+    assert walls.ngroups == 3 and (walls.size() == 2).all()
+    spent = cost(exp)
+    assert spent["trial_hours"] * 3600 == pytest.approx(walls.max().sum())
+    assert spent["trial_hours"] * 3600 < exp.trials["wall_time_s"].sum()  # each seed's row counted once would be more
+    assert spent["device_hours"] == pytest.approx(spent["trial_hours"] * 1.0)  # 1 CPU per trial
+
+
 def test_load_real_run_tables(tiny_run):
     exp = load_experiment(tiny_run)
     trials, epochs = exp.trials, exp.epochs
